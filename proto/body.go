@@ -147,8 +147,11 @@ func AppendSyncDone(dst []byte, s SyncDone) []byte {
 
 // ParseSyncDone parses a sync's closing OpReply body.
 func ParseSyncDone(b []byte) (s SyncDone, err error) {
-	if len(b) != 9 || b[8] > 1 {
-		return s, fmt.Errorf("%w: sync reply body %d bytes", ErrBadBody, len(b))
+	if len(b) != 9 {
+		return s, fmt.Errorf("%w: sync reply body %d bytes, want 9", ErrBadBody, len(b))
+	}
+	if b[8] > 1 {
+		return s, fmt.Errorf("%w: sync reply more flag %d, want 0 or 1", ErrBadBody, b[8])
 	}
 	return SyncDone{LastSeq: binary.BigEndian.Uint64(b), More: b[8] == 1}, nil
 }

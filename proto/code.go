@@ -104,7 +104,8 @@ func CodeOf(err error) Code {
 	case errors.Is(err, ErrBadBody):
 		return CodeBadRequest
 	}
-	if pe, ok := err.(*Error); ok {
+	var pe *Error
+	if errors.As(err, &pe) {
 		return pe.Code
 	}
 	return CodeBadFrame

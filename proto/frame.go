@@ -131,11 +131,22 @@ func DecodeExact(b []byte, maxFrame int) (Frame, error) {
 	if err != nil {
 		return f, err
 	}
-	if n != len(b) {
-		return f, fmt.Errorf("%w: length field says %d bytes, message holds %d", ErrBadBody, n, len(b))
+	if n == 0 || n != len(b) {
+		// n == 0: fewer bytes than the length field announces (or, for an
+		// empty message, no frame at all). Either way the framing is broken,
+		// which is BAD_FRAME (fatal), not a malformed body.
+		want := n
+		if len(b) >= lengthSize {
+			want = int(binary.BigEndian.Uint32(b)) + lengthSize
+		}
+		return Frame{}, fmt.Errorf("%w: length field says %d bytes, message holds %d", errLengthMismatch, want, len(b))
 	}
 	return f, nil
 }
+
+// errLengthMismatch reports a message whose length field disagrees with its
+// size; CodeOf maps it to CodeBadFrame.
+var errLengthMismatch = errors.New("proto: length field does not match message size")
 
 func parse(b []byte) (Frame, error) {
 	var f Frame

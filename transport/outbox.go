@@ -1,0 +1,88 @@
+package transport
+
+import "sync"
+
+// outbox is a connection's outbound queue: frames not yet written, in order.
+// Exactly one goroutine at a time owns the write side (flushing == true):
+// whoever turned flushing on must write until the queue is empty or the
+// socket is full, so frames that arrive meanwhile leave in the same write.
+type outbox struct {
+	mu       sync.Mutex
+	frames   []Frame
+	sent     int  // bytes of frames[0] already written
+	bytes    int  // unwritten bytes in the queue
+	flushing bool // a goroutine owns the write side
+	closing  bool // Close was called: no new frames, close once drained
+	closed   bool // the connection is gone: drop everything
+	ws       bool // frames go out WebSocket-wrapped
+	limit    int
+}
+
+// push appends f. start reports that the caller now owns the write side.
+// A frame larger than the limit is still accepted into an empty queue, so
+// that one big frame cannot wedge a connection forever.
+func (o *outbox) push(f Frame, force bool) (start bool, err error) {
+	n := len(f.Wire(o.ws))
+	o.mu.Lock()
+	if o.closed || (o.closing && !force) {
+		o.mu.Unlock()
+		f.Release()
+		return false, ErrClosed
+	}
+	if !force && o.bytes > 0 && o.bytes+n > o.limit {
+		o.mu.Unlock()
+		f.Release()
+		return false, ErrQueueFull
+	}
+	o.frames = append(o.frames, f)
+	o.bytes += n
+	if !o.flushing {
+		o.flushing, start = true, true
+	}
+	o.mu.Unlock()
+	return start, nil
+}
+
+// consume drops n written bytes from the front. Caller holds mu.
+func (o *outbox) consume(n int) {
+	o.bytes -= n
+	i := 0
+	for n > 0 && i < len(o.frames) {
+		left := len(o.frames[i].Wire(o.ws)) - o.sent
+		if n < left {
+			o.sent += n
+			break
+		}
+		n -= left
+		o.frames[i].Release()
+		o.frames[i] = nil
+		o.sent = 0
+		i++
+	}
+	if i > 0 {
+		k := copy(o.frames, o.frames[i:])
+		clear(o.frames[k:])
+		o.frames = o.frames[:k]
+	}
+	// A burst may have grown the queue; an idle connection keeps none of it.
+	if len(o.frames) == 0 && cap(o.frames) > 16 {
+		o.frames = nil
+	}
+}
+
+// drop releases every queued frame. Caller holds mu and owns the write side
+// (or knows nobody does).
+func (o *outbox) drop() {
+	for i, f := range o.frames {
+		f.Release()
+		o.frames[i] = nil
+	}
+	o.frames, o.bytes, o.sent = nil, 0, 0
+}
+
+func (o *outbox) queued() int {
+	o.mu.Lock()
+	n := o.bytes
+	o.mu.Unlock()
+	return n
+}
