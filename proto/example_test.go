@@ -3,7 +3,9 @@ package proto_test
 // The worked examples of docs/PROTOCOL.md. Each example builds its frames with
 // the encoder, decodes them back with the decoder and prints them field by
 // field, so the hex in the spec is exactly what this package puts on the
-// wire. When an output changes, copy it into the spec.
+// wire. TestProtocolDoc checks that each block of the spec marked
+// <!-- go:ExampleName --> is that example's output; after changing an output
+// run go test ./proto -run TestProtocolDoc -update-doc to copy it into the spec.
 
 import (
 	"crypto/hmac"
@@ -318,13 +320,13 @@ func Example_push() {
 func Example_sync() {
 	show("ACK", proto.AppendFrame(nil, proto.Header{Op: proto.OpAck}, proto.AppendAck(nil, proto.Ack{ConvID: 42, Seq: 7})))
 	fmt.Println()
-	sync := proto.AppendSync(nil, proto.Sync{ConvID: 42, AfterSeq: 5, Limit: 100})
+	sync := proto.AppendSync(nil, proto.Sync{ConvID: 42, AfterSeq: 5, Limit: 1})
 	show("SYNC", proto.AppendFrame(nil, proto.Header{Op: proto.OpSync, Seq: 3}, sync))
 	fmt.Println()
 	push := proto.AppendPush(nil, proto.Push{ConvID: 42, Seq: 6, Payload: []byte("hey")})
 	show("PUSH (resend)", proto.AppendFrame(nil, proto.Header{Op: proto.OpPush, Flags: proto.FlagResend}, push))
 	fmt.Println()
-	done := proto.AppendSyncDone(nil, proto.SyncDone{LastSeq: 7, More: false})
+	done := proto.AppendSyncDone(nil, proto.SyncDone{LastSeq: 6, More: true})
 	showAs("REPLY (sync done)", proto.AppendFrame(nil, proto.Header{Op: proto.OpReply, Seq: 3}, done), true)
 	fmt.Println()
 	unsupported := proto.AppendError(nil, proto.CodeUnsupported, "no storage")
@@ -342,7 +344,7 @@ func Example_sync() {
 	// 00 00 00 00 00 00 00 07  msg_seq = 7
 	//
 	// SYNC (36 bytes)
-	// 00000020010c00000000000000000003000000000000002a000000000000000500000064
+	// 00000020010c00000000000000000003000000000000002a000000000000000500000001
 	// 00 00 00 20              length = 32 (12 + 20 body bytes)
 	// 01                       version = 1
 	// 0c                       op = 0x0c SYNC
@@ -351,7 +353,7 @@ func Example_sync() {
 	// 00 00 00 03              seq = 3
 	// 00 00 00 00 00 00 00 2a  conv_id = 42
 	// 00 00 00 00 00 00 00 05  after_seq = 5
-	// 00 00 00 64              limit = 100
+	// 00 00 00 01              limit = 1
 	//
 	// PUSH (resend) (36 bytes)
 	// 00000020010a00040000000000000000000000000000002a000000000000000600686579
@@ -368,15 +370,15 @@ func Example_sync() {
 	// 68 65 79                 payload "hey"
 	//
 	// REPLY (sync done) (25 bytes)
-	// 00000015010800000000000000000003000000000000000700
+	// 00000015010800000000000000000003000000000000000601
 	// 00 00 00 15              length = 21 (12 + 9 body bytes)
 	// 01                       version = 1
 	// 08                       op = 0x08 REPLY
 	// 00 00                    flags = 0x0000
 	// 00 00 00 00              svid = 0
 	// 00 00 00 03              seq = 3
-	// 00 00 00 00 00 00 00 07  last_seq = 7
-	// 00                       more = false
+	// 00 00 00 00 00 00 00 06  last_seq = 6
+	// 01                       more = true
 	//
 	// ERROR (28 bytes)
 	// 0000001801090000000000000000000300126e6f2073746f72616765

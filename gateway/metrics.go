@@ -1,0 +1,98 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"imgate/transport"
+)
+
+// metrics are the gateway's Prometheus series. Each Server has its own
+// registry so that tests can run several servers in one process. Counters on
+// the fan-out path are bumped once per publish, never once per recipient.
+type metrics struct {
+	reg *prometheus.Registry
+
+	connsOpened       *prometheus.CounterVec // by transport
+	connsClosed       *prometheus.CounterVec // by reason
+	framesIn          *prometheus.CounterVec // by op
+	framesOut         prometheus.Counter
+	bytesIn           prometheus.Counter
+	bytesOut          prometheus.Counter
+	pushes            *prometheus.CounterVec // by kind: conn, user, users, room, all
+	badFrames         *prometheus.CounterVec // by code
+	authFailures      *prometheus.CounterVec // by code
+	heartbeatTimeouts prometheus.Counter
+	authTimeouts      prometheus.Counter
+	slowConsumers     prometheus.Counter
+	kicks             prometheus.Counter
+	replaced          prometheus.Counter
+	uplinks           prometheus.Counter
+	uplinkErrors      *prometheus.CounterVec // by code
+	fanoutSeconds     prometheus.Histogram
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
+	counter := func(name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "imgate", Name: name, Help: help})
+		f(c)
+		return c
+	}
+	vec := func(name, help, label string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "imgate", Name: name, Help: help}, []string{label})
+		f(c)
+		return c
+	}
+	m.connsOpened = vec("connections_opened_total", "Connections accepted, by transport.", "transport")
+	m.connsClosed = vec("connections_closed_total", "Connections closed, by reason.", "reason")
+	m.framesIn = vec("frames_in_total", "Frames received from clients, by op.", "op")
+	m.framesOut = counter("frames_out_total", "Frames queued to clients (a room push counts once per recipient).")
+	m.bytesIn = counter("bytes_in_total", "Frame bytes received from clients.")
+	m.bytesOut = counter("bytes_out_total", "Frame bytes queued to clients (per recipient).")
+	m.pushes = vec("pushes_total", "Downlink pushes, by target kind.", "kind")
+	m.badFrames = vec("bad_frames_total", "Connections closed for bad input, by code.", "code")
+	m.authFailures = vec("auth_failures_total", "Failed authentications, by code.", "code")
+	m.heartbeatTimeouts = counter("heartbeat_timeouts_total", "Connections closed after two silent heartbeat intervals.")
+	m.authTimeouts = counter("auth_timeouts_total", "Connections closed for not authenticating in time.")
+	m.slowConsumers = counter("slow_consumer_drops_total", "Connections closed because their outbound queue overflowed.")
+	m.kicks = counter("kicks_total", "Connections kicked by an operator or backend.")
+	m.replaced = counter("replaced_total", "Connections closed because the same user and device logged in again.")
+	m.uplinks = counter("uplinks_total", "Uplink requests received.")
+	m.uplinkErrors = vec("uplink_errors_total", "Uplink requests answered with an error, by code.", "code")
+	m.fanoutSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "imgate", Name: "fanout_seconds",
+		Help:    "Time from publish until the last recipient's write of a room or node-wide push was issued.",
+		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
+	})
+	f(m.fanoutSeconds)
+
+	conns := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "imgate", Name: "connections", Help: "Open connections, by transport."}, []string{"transport"})
+	f(gaugeFunc{conns, func() { s.fillConnGauge(conns) }})
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "imgate", Name: "users_online", Help: "Distinct authenticated users on this node."},
+		func() float64 { _, u := s.reg.Counts(); return float64(u) }))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "imgate", Name: "rooms", Help: "Rooms with at least one member on this node."},
+		func() float64 { return float64(s.hub.RoomCount()) }))
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// gaugeFunc refreshes a gauge vector just before each scrape.
+type gaugeFunc struct {
+	*prometheus.GaugeVec
+	refresh func()
+}
+
+func (g gaugeFunc) Collect(ch chan<- prometheus.Metric) {
+	g.refresh()
+	g.GaugeVec.Collect(ch)
+}
+
+func (s *Server) fillConnGauge(g *prometheus.GaugeVec) {
+	counts := s.ConnsByTransport()
+	for _, k := range transport.Kinds {
+		g.WithLabelValues(k.String()).Set(float64(counts[k.String()]))
+	}
+}

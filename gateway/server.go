@@ -1,0 +1,371 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"imgate/broadcast"
+	"imgate/proto"
+	"imgate/transport"
+)
+
+// Server is one gateway node: listeners, sessions, rooms and the operator
+// interfaces on top of them.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	auth     *Authenticator
+	engine   *transport.Engine
+	hub      *broadcast.Hub
+	reg      *Registry
+	ids      connIDs
+	metrics  *metrics
+	mux      *Mux
+	dispatch Dispatcher
+
+	mu        sync.Mutex
+	listeners []transport.Listener
+	closers   []func() error
+	stop      chan struct{}
+	done      chan struct{}
+}
+
+// New builds a server; Start opens its listeners.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	auth, err := NewAuthenticator(cfg.Auth)
+	if errors.Is(err, ErrNoKeys) {
+		key, kerr := DefaultDevKey(cfg.DataDir)
+		if kerr != nil {
+			return nil, fmt.Errorf("auth: no keys configured and no dev key: %w", kerr)
+		}
+		log.Warn("no auth keys configured: using the generated development key; mint tokens with `imgate token`", "key", key.SecretFile)
+		cfg.Auth.Keys = []KeyConfig{key}
+		auth, err = NewAuthenticator(cfg.Auth)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	s := &Server{
+		cfg:  cfg,
+		log:  log.With("node", cfg.NodeID),
+		auth: auth,
+		reg:  newRegistry(),
+		mux:  NewMux(),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	s.dispatch = s.mux
+	if cfg.EchoSVID != 0 {
+		s.mux.Handle(cfg.EchoSVID, Echo)
+	}
+	s.hub = broadcast.NewHub(cfg.Broadcast)
+	s.metrics = newMetrics(s)
+	s.hub.OnFanout = func(d time.Duration, n int) {
+		s.metrics.fanoutSeconds.Observe(d.Seconds())
+	}
+	return s, nil
+}
+
+// Start opens the client listeners, the admin port and the HTTP API.
+func (s *Server) Start() error {
+	engine, err := transport.NewEngine(s.cfg.Transport)
+	if err != nil {
+		return err
+	}
+	s.engine = engine
+	var tlsCfg *tls.Config
+	if s.cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("tls certificate: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	for _, u := range s.cfg.Listen {
+		l, err := engine.Listen(u, s, tlsCfg)
+		if err != nil {
+			s.Close()
+			return err
+		}
+		s.mu.Lock()
+		s.listeners = append(s.listeners, l)
+		s.mu.Unlock()
+		s.log.Info("listening", "url", l.URL())
+	}
+	if s.cfg.AdminAddr != "" {
+		closer, addr, err := s.serveAdmin(s.cfg.AdminAddr)
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("admin port: %w", err)
+		}
+		s.addCloser(closer)
+		s.log.Info("admin port (redis protocol)", "addr", addr)
+	}
+	if s.cfg.HTTPAddr != "" {
+		closer, addr, err := s.serveHTTP(s.cfg.HTTPAddr)
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("http api: %w", err)
+		}
+		s.addCloser(closer)
+		s.log.Info("http api", "addr", addr)
+	}
+	go s.heartbeats()
+	return nil
+}
+
+func (s *Server) addCloser(fn func() error) {
+	s.mu.Lock()
+	s.closers = append(s.closers, fn)
+	s.mu.Unlock()
+}
+
+// Close closes every connection (with CLOSE SHUTDOWN where possible) and
+// stops everything Start started.
+func (s *Server) Close() error {
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	close(s.stop)
+	s.mu.Lock()
+	closers := s.closers
+	s.closers = nil
+	s.mu.Unlock()
+	for _, fn := range closers {
+		fn()
+	}
+	var kicked []*Session
+	s.reg.Each(func(x *Session) bool { kicked = append(kicked, x); return true })
+	for _, x := range kicked {
+		x.Kick(proto.CodeShutdown, "node shutting down")
+	}
+	if s.engine != nil {
+		s.engine.Close()
+	}
+	s.hub.Close()
+	return nil
+}
+
+// Listeners returns the client listeners.
+func (s *Server) Listeners() []transport.Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]transport.Listener(nil), s.listeners...)
+}
+
+// Config returns the server's effective configuration.
+func (s *Server) Config() Config { return s.cfg }
+
+// Hub exposes the rooms.
+func (s *Server) Hub() *broadcast.Hub { return s.hub }
+
+// Registry exposes the session index.
+func (s *Server) Registry() *Registry { return s.reg }
+
+// Handle registers an in-process handler for an SVID.
+func (s *Server) Handle(svid uint32, fn HandlerFunc) { s.mux.Handle(svid, fn) }
+
+// SetFallback routes SVIDs without an in-process handler (and ACK, SYNC) to d.
+func (s *Server) SetFallback(d Dispatcher) { s.mux.Fallback = d }
+
+// OnOpen implements transport.Handler.
+func (s *Server) OnOpen(c transport.Conn) {
+	now := time.Now()
+	x := &Session{srv: s, conn: c, id: s.ids.next(), opened: now}
+	x.lastSeen.Store(now.UnixNano())
+	c.SetContext(x)
+	s.reg.addConn(x)
+	s.metrics.connsOpened.WithLabelValues(c.Kind().String()).Inc()
+}
+
+// OnClose implements transport.Handler.
+func (s *Server) OnClose(c transport.Conn, err error) {
+	x, _ := c.Context().(*Session)
+	if x == nil {
+		return
+	}
+	x.gone.Store(true)
+	s.reg.removeConn(x)
+	if x.authed.Load() {
+		s.reg.removeUser(x)
+		s.hub.RemoveNode(x)
+		x.leaveAll()
+	}
+	reason := "peer"
+	switch code := proto.Code(x.closeCode.Load()); {
+	case code != 0:
+		reason = code.String()
+	case err == nil:
+		reason = "normal"
+	default:
+		var pe *proto.Error
+		if errors.As(err, &pe) {
+			reason = pe.Code.String()
+		}
+	}
+	s.metrics.connsClosed.WithLabelValues(reason).Inc()
+}
+
+// OnFrame implements transport.Handler. It runs on the connection's read
+// path, so everything here is quick; uplinks leave through the dispatcher.
+func (s *Server) OnFrame(c transport.Conn, f proto.Frame) error {
+	x, _ := c.Context().(*Session)
+	if x == nil {
+		return proto.Errorf(proto.CodeInternal, "no session")
+	}
+	x.lastSeen.Store(time.Now().UnixNano())
+	s.metrics.framesIn.WithLabelValues(f.Op.String()).Inc()
+	s.metrics.bytesIn.Add(float64(proto.HeaderSize + len(f.Body)))
+	switch f.Op {
+	case proto.OpAuthOK, proto.OpPong, proto.OpReply, proto.OpError, proto.OpPush:
+		return s.badInput(proto.Errorf(proto.CodeClientDirection, "%v is a server-to-client op", f.Op))
+	case proto.OpClose:
+		x.closeCode.CompareAndSwap(0, uint32(proto.CodeNormal))
+		c.Close(nil)
+		return nil
+	case proto.OpAuth:
+		return s.authenticate(x, f)
+	}
+	if !x.authed.Load() {
+		return s.badInput(proto.Errorf(proto.CodeNotAuthed, "%v before AUTH", f.Op))
+	}
+	switch f.Op {
+	case proto.OpHeartbeat:
+		x.send(broadcast.NewFrame(proto.Header{Op: proto.OpPong, Seq: f.Seq}, binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixMilli()))))
+	case proto.OpJoin, proto.OpLeave:
+		var err error
+		if f.Op == proto.OpJoin {
+			err = x.join(string(f.Body), true)
+		} else {
+			err = x.leave(string(f.Body))
+		}
+		s.answer(x, f.Header, err)
+	case proto.OpUplink:
+		s.metrics.uplinks.Inc()
+		s.dispatch.Uplink(&Request{Session: x, SVID: f.SVID, Seq: f.Seq, Body: append([]byte(nil), f.Body...)})
+	case proto.OpAck:
+		a, err := proto.ParseAck(f.Body)
+		if err != nil {
+			s.answer(x, f.Header, proto.Errorf(proto.CodeBadRequest, "%v", err))
+			return nil
+		}
+		s.dispatch.Ack(x, a)
+	case proto.OpSync:
+		q, err := proto.ParseSync(f.Body)
+		if err != nil {
+			s.answer(x, f.Header, proto.Errorf(proto.CodeBadRequest, "%v", err))
+			return nil
+		}
+		s.dispatch.Sync(&Request{Session: x, SVID: f.SVID, Seq: f.Seq}, q)
+	}
+	return nil
+}
+
+// answer replies to a request-shaped frame with REPLY (err == nil) or ERROR.
+func (s *Server) answer(x *Session, h proto.Header, err error) {
+	r := &Request{Session: x, SVID: h.SVID, Seq: h.Seq}
+	if err != nil {
+		r.Fail(err)
+		return
+	}
+	r.Reply(nil)
+}
+
+// badInput counts a fatal protocol error; the transport answers it with
+// CLOSE and closes only this connection.
+func (s *Server) badInput(err *proto.Error) error {
+	s.metrics.badFrames.WithLabelValues(err.Code.String()).Inc()
+	return err
+}
+
+func (s *Server) authenticate(x *Session, f proto.Frame) error {
+	if x.authed.Load() {
+		s.answer(x, f.Header, proto.Errorf(proto.CodeAlreadyAuthed, "connection is already authenticated"))
+		return nil
+	}
+	claims, err := s.auth.Verify(f.Body)
+	if err != nil {
+		var pe *proto.Error
+		if !errors.As(err, &pe) {
+			pe = proto.Errorf(proto.CodeAuthFailed, "%v", err)
+		}
+		s.metrics.authFailures.WithLabelValues(pe.Code.String()).Inc()
+		return pe
+	}
+	x.uid, x.device, x.allowed, x.since = claims.UID, claims.Device, claims.Rooms, time.Now()
+	replaced, err := s.reg.addUser(x, s.cfg.MaxConnsPerUser)
+	if err != nil {
+		x.closeCode.Store(uint32(proto.CodeTooManyConns))
+		s.metrics.authFailures.WithLabelValues(proto.CodeTooManyConns.String()).Inc()
+		return err
+	}
+	x.authed.Store(true)
+	if replaced != nil {
+		s.metrics.replaced.Inc()
+		replaced.Kick(proto.CodeReplaced, "the same device logged in again")
+	}
+	s.hub.AddNode(x)
+	body := proto.AppendAuthOK(nil, proto.AuthOK{
+		ConnID:      x.id,
+		HeartbeatMS: uint32(s.cfg.HeartbeatInterval / time.Millisecond),
+		MaxFrame:    uint32(s.engine.Config().MaxFrame),
+		NodeID:      []byte(s.cfg.NodeID),
+	})
+	x.send(broadcast.NewFrame(proto.Header{Op: proto.OpAuthOK, Seq: f.Seq}, body))
+	return nil
+}
+
+// heartbeats closes connections that stayed silent for two intervals and
+// connections that did not authenticate in time. It is a bucketed scan, not
+// a timer per connection: every quarter interval it walks the registry one
+// shard at a time, reading one atomic per connection.
+func (s *Server) heartbeats() {
+	defer close(s.done)
+	tick := min(s.cfg.HeartbeatInterval/4, s.cfg.AuthTimeout/4)
+	tick = max(tick, 50*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var expired []*Session
+	var codes []proto.Code
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			silent := now.Add(-2 * s.cfg.HeartbeatInterval).UnixNano()
+			late := now.Add(-s.cfg.AuthTimeout)
+			expired, codes = expired[:0], codes[:0]
+			s.reg.Each(func(x *Session) bool {
+				switch {
+				case !x.authed.Load() && x.opened.Before(late):
+					expired, codes = append(expired, x), append(codes, proto.CodeAuthTimeout)
+				case x.authed.Load() && x.lastSeen.Load() < silent:
+					expired, codes = append(expired, x), append(codes, proto.CodeHeartbeatTimeout)
+				}
+				return true
+			})
+			for i, x := range expired {
+				if codes[i] == proto.CodeAuthTimeout {
+					s.metrics.authTimeouts.Inc()
+					x.Kick(codes[i], fmt.Sprintf("no AUTH within %v", s.cfg.AuthTimeout))
+				} else {
+					s.metrics.heartbeatTimeouts.Inc()
+					x.Kick(codes[i], fmt.Sprintf("silent for two heartbeat intervals (%v)", 2*s.cfg.HeartbeatInterval))
+				}
+				expired[i] = nil
+			}
+		}
+	}
+}

@@ -1,0 +1,172 @@
+package gateway
+
+import (
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"imgate/broadcast"
+	"imgate/proto"
+	"imgate/transport"
+)
+
+// Session is one client connection as the gateway sees it: before AUTH only
+// a connection id and a deadline, after it a user, a device and rooms.
+type Session struct {
+	srv    *Server
+	conn   transport.Conn
+	id     uint64
+	opened time.Time
+
+	// Set once at auth, before the session enters the user index; read-only
+	// after that.
+	uid     string
+	device  string
+	allowed []string // rooms the token allows; nil = any
+	since   time.Time
+	authed  atomic.Bool
+
+	lastSeen  atomic.Int64 // unix nanoseconds of the last inbound frame
+	closeCode atomic.Uint32
+	gone      atomic.Bool // OnClose ran
+
+	mu    sync.Mutex
+	rooms []string
+}
+
+var _ broadcast.Member = (*Session)(nil)
+
+// ID is the connection id.
+func (s *Session) ID() uint64 { return s.id }
+
+// UID and Device are empty before auth.
+func (s *Session) UID() string    { return s.uid }
+func (s *Session) Device() string { return s.device }
+
+// Enqueue implements broadcast.Member: a full queue marks the session a slow
+// consumer and closes it, without blocking the fan-out worker.
+func (s *Session) Enqueue(f transport.Frame) (bool, error) {
+	flush, err := s.conn.Enqueue(f)
+	if err != nil {
+		s.sendFailed(err)
+	}
+	return flush, err
+}
+
+// Flush implements broadcast.Member.
+func (s *Session) Flush() { s.conn.Flush() }
+
+// send queues one frame for this session and writes it now if no one else is.
+func (s *Session) send(f *broadcast.Frame) {
+	if err := s.conn.Send(f); err != nil {
+		s.sendFailed(err)
+	}
+}
+
+func (s *Session) sendFailed(err error) {
+	if errors.Is(err, transport.ErrQueueFull) {
+		s.srv.metrics.slowConsumers.Inc()
+		s.Kick(proto.CodeSlowConsumer, "outbound queue over its byte limit")
+	}
+}
+
+// Kick sends CLOSE with code and reason, then closes the connection.
+func (s *Session) Kick(code proto.Code, reason string) {
+	if !s.closeCode.CompareAndSwap(0, uint32(code)) {
+		return
+	}
+	s.conn.Close(broadcast.NewFrame(proto.Header{Op: proto.OpClose}, proto.AppendError(nil, code, reason)))
+}
+
+// Rooms returns a copy of the rooms the session is in.
+func (s *Session) Rooms() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.rooms)
+}
+
+// join adds the session to a room, enforcing the token and the room limit.
+func (s *Session) join(room string, checkToken bool) error {
+	if err := proto.CheckName([]byte(room)); err != nil {
+		return proto.Errorf(proto.CodeBadRequest, "room name: %v", err)
+	}
+	if checkToken && s.allowed != nil && !slices.Contains(s.allowed, room) {
+		return proto.Errorf(proto.CodeRoomForbidden, "token does not allow room %q", room)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone.Load() {
+		return proto.Errorf(proto.CodeBadRequest, "connection closed")
+	}
+	if slices.Contains(s.rooms, room) {
+		return nil
+	}
+	if len(s.rooms) >= s.srv.cfg.MaxRoomsPerConn {
+		return proto.Errorf(proto.CodeRoomLimit, "already in %d rooms (limit %d)", len(s.rooms), s.srv.cfg.MaxRoomsPerConn)
+	}
+	s.srv.hub.Join(room, s)
+	s.rooms = append(s.rooms, room)
+	return nil
+}
+
+func (s *Session) leave(room string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.Index(s.rooms, room)
+	if i < 0 {
+		return proto.Errorf(proto.CodeNotInRoom, "not in room %q", room)
+	}
+	s.rooms = slices.Delete(s.rooms, i, i+1)
+	s.srv.hub.Leave(room, s)
+	return nil
+}
+
+// leaveAll runs at close.
+func (s *Session) leaveAll() {
+	s.mu.Lock()
+	rooms := s.rooms
+	s.rooms = nil
+	s.mu.Unlock()
+	for _, r := range rooms {
+		s.srv.hub.Leave(r, s)
+	}
+}
+
+// SessionInfo is a session as listings show it.
+type SessionInfo struct {
+	ConnID      string    `json:"conn_id"`
+	UID         string    `json:"uid,omitempty"`
+	Device      string    `json:"device,omitempty"`
+	Node        string    `json:"node"`
+	Transport   string    `json:"transport"`
+	Remote      string    `json:"remote"`
+	Since       time.Time `json:"since"`
+	IdleSeconds float64   `json:"idle_s"`
+	Rooms       []string  `json:"rooms"`
+	QueuedBytes int       `json:"queued_bytes"`
+	Authed      bool      `json:"authed"`
+}
+
+// Info describes the session.
+func (s *Session) Info() SessionInfo {
+	in := SessionInfo{
+		ConnID:      FormatConnID(s.id),
+		Node:        s.srv.cfg.NodeID,
+		Transport:   s.conn.Kind().String(),
+		Remote:      s.conn.RemoteAddr().String(),
+		Since:       s.opened,
+		IdleSeconds: time.Since(time.Unix(0, s.lastSeen.Load())).Seconds(),
+		Rooms:       s.Rooms(),
+		QueuedBytes: s.conn.QueuedBytes(),
+		Authed:      s.authed.Load(),
+	}
+	if in.Authed {
+		in.UID, in.Device, in.Since = s.uid, s.device, s.since
+	}
+	if in.Rooms == nil {
+		in.Rooms = []string{}
+	}
+	return in
+}
