@@ -1,0 +1,282 @@
+// Command imgate-idle measures what an idle connection costs the gateway:
+// it starts bin/imgate as a separate process (so each side stays under the
+// per-process descriptor limit), opens N authenticated connections that each
+// join one room and exchange a few frames (so every lazily sized buffer has
+// been touched), lets the process settle, and reads the gateway's RSS from
+// /proc and the kernel's TCP memory from /proc/net/sockstat.
+//
+//	imgate-idle --sizes 1000,5000,10000,19000 --transports tcp,ws --out bench/out
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"imgate/gateway"
+	"imgate/proto"
+)
+
+func main() {
+	bin := flag.String("bin", "bin/imgate", "gateway binary")
+	sizes := flag.String("sizes", "1000,5000,10000,19000", "connection counts to measure")
+	transports := flag.String("transports", "tcp,ws", "transports to measure")
+	src := flag.String("src", "127.0.0.2-127.0.0.40", "source address range for client sockets")
+	settle := flag.Duration("settle", 4*time.Second, "wait before reading memory")
+	out := flag.String("out", "bench/out", "directory for idle.json")
+	workers := flag.Int("workers", 64, "concurrent connection setups")
+	flag.Parse()
+
+	srcs, err := parseRange(*src)
+	check(err)
+	results := map[string]float64{}
+	fmt.Printf("%-4s %7s %12s %12s %14s %14s\n", "tr", "conns", "rss_base_kb", "rss_kb", "bytes/conn", "kernel_b/conn")
+	for _, tr := range strings.Split(*transports, ",") {
+		for _, s := range strings.Split(*sizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			check(err)
+			r, err := measure(*bin, tr, n, srcs, *settle, *workers)
+			check(err)
+			fmt.Printf("%-4s %7d %12d %12d %14.0f %14.0f\n", tr, n, r.baseKB, r.rssKB, r.perConn, r.kernelPerConn)
+			results[fmt.Sprintf("idle_bytes_per_conn_%s_%d", tr, n)] = r.perConn
+			results[fmt.Sprintf("kernel_bytes_per_conn_%s_%d", tr, n)] = r.kernelPerConn
+		}
+	}
+	check(os.MkdirAll(*out, 0o755))
+	data, _ := json.MarshalIndent(results, "", "  ")
+	check(os.WriteFile(filepath.Join(*out, "idle.json"), append(data, '\n'), 0o644))
+	fmt.Println("wrote", filepath.Join(*out, "idle.json"))
+}
+
+type result struct {
+	baseKB, rssKB          int
+	perConn, kernelPerConn float64
+}
+
+func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers int) (result, error) {
+	var r result
+	dir, err := os.MkdirTemp("", "imgate-idle")
+	if err != nil {
+		return r, err
+	}
+	defer os.RemoveAll(dir)
+	tcpPort, wsPort := freePort(), freePort()
+	cmd := exec.Command(bin, "gateway", "--data", dir, "--admin", "", "--http", "",
+		"--listen", fmt.Sprintf("tcp://127.0.0.1:%d,ws://127.0.0.1:%d/ws", tcpPort, wsPort),
+		"--heartbeat", "10m", "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return r, err
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	addr := fmt.Sprintf("127.0.0.1:%d", tcpPort)
+	if err := waitListen(addr); err != nil {
+		return r, err
+	}
+	key, err := gateway.DefaultDevKey(dir)
+	if err != nil {
+		return r, err
+	}
+	time.Sleep(settle)
+	r.baseKB = rssKB(cmd.Process.Pid)
+	kernelBase := tcpMemPages()
+
+	conns := make([]net.Conn, n)
+	var next, failed atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				// One user per connection, like a real node: the registry
+				// cost per user is part of the idle cost.
+				tok, err := gateway.MintToken(key, gateway.Claims{UID: "u" + strconv.Itoa(i), Expiry: time.Now().Add(time.Hour)})
+				if err == nil {
+					conns[i], err = open(tr, srcs[i%len(srcs)], tcpPort, wsPort, tok, "room"+strconv.Itoa(i%1000))
+				}
+				if err != nil {
+					if failed.Add(1) == 1 {
+						fmt.Fprintln(os.Stderr, "connection failed:", err)
+					}
+				}
+				if i%2000 == 1999 {
+					fmt.Fprintf(os.Stderr, "\r  %s: %d/%d connected (%.1fs)", tr, i+1, n, time.Since(start).Seconds())
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Fprintf(os.Stderr, "\r  %s: %d/%d connected (%.1fs)\n", tr, n-int(failed.Load()), n, time.Since(start).Seconds())
+	if failed.Load() > 0 {
+		return r, fmt.Errorf("%d of %d connections failed", failed.Load(), n)
+	}
+	time.Sleep(settle)
+	r.rssKB = rssKB(cmd.Process.Pid)
+	r.perConn = float64(r.rssKB-r.baseKB) * 1024 / float64(n)
+	r.kernelPerConn = float64(tcpMemPages()-kernelBase) * float64(os.Getpagesize()) / float64(2*n) // both ends are on this host
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+	return r, nil
+}
+
+// open dials, authenticates and joins one room, reading each answer.
+func open(tr string, src net.IP, tcpPort, wsPort int, token, room string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 10 * time.Second}
+	var c net.Conn
+	var err error
+	send := func(f []byte) error { _, err := c.Write(f); return err }
+	var br *bufio.Reader
+	recv := func() (proto.Frame, error) { return readFrame(br) }
+	if tr == "ws" {
+		wd := ws.Dialer{NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		}}
+		c, _, _, err = wd.Dial(context.Background(), fmt.Sprintf("ws://127.0.0.1:%d/ws", wsPort))
+		if err != nil {
+			return nil, err
+		}
+		send = func(f []byte) error { return wsutil.WriteClientBinary(c, f) }
+		recv = func() (proto.Frame, error) {
+			msg, _, err := wsutil.ReadServerData(c)
+			if err != nil {
+				return proto.Frame{}, err
+			}
+			return proto.DecodeExact(msg, proto.MaxFrameLimit)
+		}
+	} else {
+		c, err = d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", tcpPort))
+		if err != nil {
+			return nil, err
+		}
+		br = bufio.NewReaderSize(c, 512)
+	}
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	steps := []struct {
+		op   proto.Op
+		body string
+		want proto.Op
+	}{{proto.OpAuth, token, proto.OpAuthOK}, {proto.OpJoin, room, proto.OpReply}, {proto.OpHeartbeat, "", proto.OpPong}}
+	for i, s := range steps {
+		if err := send(proto.AppendFrame(nil, proto.Header{Op: s.op, Seq: uint32(i + 1)}, []byte(s.body))); err != nil {
+			c.Close()
+			return nil, err
+		}
+		f, err := recv()
+		if err != nil || f.Op != s.want {
+			c.Close()
+			return nil, fmt.Errorf("%v: got %v, %v", s.op, f.Op, err)
+		}
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+func readFrame(r *bufio.Reader) (proto.Frame, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return proto.Frame{}, err
+	}
+	buf := make([]byte, 4+binary.BigEndian.Uint32(hdr[:]))
+	copy(buf, hdr[:])
+	if _, err := io.ReadFull(r, buf[4:]); err != nil {
+		return proto.Frame{}, err
+	}
+	return proto.DecodeExact(buf, proto.MaxFrameLimit)
+}
+
+func rssKB(pid int) int {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	return 0
+}
+
+// tcpMemPages reads the TCP "mem" field (pages) of /proc/net/sockstat.
+func tcpMemPages() int {
+	data, _ := os.ReadFile("/proc/net/sockstat")
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "TCP:") {
+			f := strings.Fields(line)
+			for i := 1; i+1 < len(f); i += 2 {
+				if f[i] == "mem" {
+					n, _ := strconv.Atoi(f[i+1])
+					return n
+				}
+			}
+		}
+	}
+	return 0
+}
+
+func parseRange(s string) ([]net.IP, error) {
+	lo, hi, ok := strings.Cut(s, "-")
+	a, b := net.ParseIP(lo).To4(), net.ParseIP(hi).To4()
+	if !ok {
+		b = a
+	}
+	if a == nil || b == nil || a[0] != b[0] || a[1] != b[1] || a[2] != b[2] || a[3] > b[3] {
+		return nil, fmt.Errorf("--src %q: want A.B.C.x-A.B.C.y", s)
+	}
+	var out []net.IP
+	for i := int(a[3]); i <= int(b[3]); i++ {
+		out = append(out, net.IPv4(a[0], a[1], a[2], byte(i)))
+	}
+	return out, nil
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitListen(addr string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("gateway did not listen on %s", addr)
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "imgate-idle:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"imgate/gateway"
+)
+
+// Configuration comes from four layers, each overriding the one before:
+// defaults (gateway.DefaultConfig), the TOML file (--config), environment
+// variables (IMGATE_<FLAG>, e.g. IMGATE_ADMIN_PASSWORD), and flags.
+
+// fileConfig mirrors gateway.Config in TOML; durations are strings ("30s").
+type fileConfig struct {
+	NodeID            *string   `toml:"node_id"`
+	DataDir           *string   `toml:"data_dir"`
+	Listen            []string  `toml:"listen"`
+	TLSCert           *string   `toml:"tls_cert"`
+	TLSKey            *string   `toml:"tls_key"`
+	AdminAddr         *string   `toml:"admin_addr"`
+	AdminPassword     *string   `toml:"admin_password"`
+	HTTPAddr          *string   `toml:"http_addr"`
+	HeartbeatInterval *duration `toml:"heartbeat_interval"`
+	AuthTimeout       *duration `toml:"auth_timeout"`
+	MaxRoomsPerConn   *int      `toml:"max_rooms_per_conn"`
+	MaxConnsPerUser   *int      `toml:"max_conns_per_user"`
+	EchoSVID          *uint32   `toml:"echo_svid"`
+	Transport         struct {
+		Loops            *int      `toml:"loops"`
+		MaxFrame         *int      `toml:"max_frame"`
+		QueueBytes       *int      `toml:"queue_bytes"`
+		ReadBuffer       *int      `toml:"read_buffer"`
+		StreamReadBuffer *int      `toml:"stream_read_buffer"`
+		WSPath           *string   `toml:"ws_path"`
+		WSOrigins        []string  `toml:"ws_origins"`
+		HandshakeTimeout *duration `toml:"handshake_timeout"`
+		WriteTimeout     *duration `toml:"write_timeout"`
+		Linger           *duration `toml:"linger"`
+	} `toml:"transport"`
+	Broadcast struct {
+		Workers   *int `toml:"workers"`
+		Shards    *int `toml:"shards"`
+		SmallRoom *int `toml:"small_room"`
+		QueueLen  *int `toml:"queue_len"`
+		MaxBatch  *int `toml:"max_batch"`
+	} `toml:"broadcast"`
+	Auth struct {
+		Keys     []gateway.KeyConfig `toml:"keys"`
+		Leeway   *duration           `toml:"leeway"`
+		Issuer   string              `toml:"issuer"`
+		Audience string              `toml:"audience"`
+	} `toml:"auth"`
+}
+
+type duration time.Duration
+
+func (d *duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	*d = duration(v)
+	return err
+}
+
+func set[T any](dst *T, src *T) {
+	if src != nil {
+		*dst = *src
+	}
+}
+
+func setDur(dst *time.Duration, src *duration) {
+	if src != nil {
+		*dst = time.Duration(*src)
+	}
+}
+
+func loadFile(path string, c *gateway.Config) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var f fileConfig
+	dec := toml.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	set(&c.NodeID, f.NodeID)
+	set(&c.DataDir, f.DataDir)
+	if f.Listen != nil {
+		c.Listen = f.Listen
+	}
+	set(&c.TLSCert, f.TLSCert)
+	set(&c.TLSKey, f.TLSKey)
+	set(&c.AdminAddr, f.AdminAddr)
+	set(&c.AdminPassword, f.AdminPassword)
+	set(&c.HTTPAddr, f.HTTPAddr)
+	setDur(&c.HeartbeatInterval, f.HeartbeatInterval)
+	setDur(&c.AuthTimeout, f.AuthTimeout)
+	set(&c.MaxRoomsPerConn, f.MaxRoomsPerConn)
+	set(&c.MaxConnsPerUser, f.MaxConnsPerUser)
+	set(&c.EchoSVID, f.EchoSVID)
+	t := &c.Transport
+	set(&t.Loops, f.Transport.Loops)
+	set(&t.MaxFrame, f.Transport.MaxFrame)
+	set(&t.QueueBytes, f.Transport.QueueBytes)
+	set(&t.ReadBuffer, f.Transport.ReadBuffer)
+	set(&t.StreamReadBuffer, f.Transport.StreamReadBuffer)
+	set(&t.WSPath, f.Transport.WSPath)
+	if f.Transport.WSOrigins != nil {
+		t.WSOrigins = f.Transport.WSOrigins
+	}
+	setDur(&t.HandshakeTimeout, f.Transport.HandshakeTimeout)
+	setDur(&t.WriteTimeout, f.Transport.WriteTimeout)
+	setDur(&t.Linger, f.Transport.Linger)
+	b := &c.Broadcast
+	set(&b.Workers, f.Broadcast.Workers)
+	set(&b.Shards, f.Broadcast.Shards)
+	set(&b.SmallRoom, f.Broadcast.SmallRoom)
+	set(&b.QueueLen, f.Broadcast.QueueLen)
+	set(&b.MaxBatch, f.Broadcast.MaxBatch)
+	if f.Auth.Keys != nil {
+		c.Auth.Keys = f.Auth.Keys
+	}
+	setDur(&c.Auth.Leeway, f.Auth.Leeway)
+	c.Auth.Issuer, c.Auth.Audience = f.Auth.Issuer, f.Auth.Audience
+	return nil
+}
+
+// setting is one flag, also readable from IMGATE_<NAME>.
+type setting struct {
+	name, usage string
+	apply       func(c *gateway.Config, v string) error
+}
+
+func str(dst func(*gateway.Config) *string) func(*gateway.Config, string) error {
+	return func(c *gateway.Config, v string) error { *dst(c) = v; return nil }
+}
+
+func integer(dst func(*gateway.Config) *int) func(*gateway.Config, string) error {
+	return func(c *gateway.Config, v string) error {
+		n, err := strconv.Atoi(v)
+		*dst(c) = n
+		return err
+	}
+}
+
+func dur(dst func(*gateway.Config) *time.Duration) func(*gateway.Config, string) error {
+	return func(c *gateway.Config, v string) error {
+		d, err := time.ParseDuration(v)
+		*dst(c) = d
+		return err
+	}
+}
+
+func list(dst func(*gateway.Config) *[]string) func(*gateway.Config, string) error {
+	return func(c *gateway.Config, v string) error {
+		var out []string
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+		*dst(c) = out
+		return nil
+	}
+}
+
+var settings = []setting{
+	{"node", "node id (default: host name)", str(func(c *gateway.Config) *string { return &c.NodeID })},
+	{"data", "data directory (generated keys, certificates)", str(func(c *gateway.Config) *string { return &c.DataDir })},
+	{"listen", "client listeners, comma-separated URLs (tcp://, ws://host:port/path, tls://, wss://)", list(func(c *gateway.Config) *[]string { return &c.Listen })},
+	{"tls-cert", "PEM certificate for tls:// and wss://", str(func(c *gateway.Config) *string { return &c.TLSCert })},
+	{"tls-key", "PEM key for tls:// and wss://", str(func(c *gateway.Config) *string { return &c.TLSKey })},
+	{"admin", "admin port address (redis protocol); empty disables", str(func(c *gateway.Config) *string { return &c.AdminAddr })},
+	{"admin-password", "admin port password (AUTH)", str(func(c *gateway.Config) *string { return &c.AdminPassword })},
+	{"http", "HTTP API address; empty disables", str(func(c *gateway.Config) *string { return &c.HTTPAddr })},
+	{"heartbeat", "heartbeat interval announced to clients", dur(func(c *gateway.Config) *time.Duration { return &c.HeartbeatInterval })},
+	{"auth-timeout", "time a new connection has to authenticate", dur(func(c *gateway.Config) *time.Duration { return &c.AuthTimeout })},
+	{"max-rooms", "rooms per connection", integer(func(c *gateway.Config) *int { return &c.MaxRoomsPerConn })},
+	{"max-conns-per-user", "connections per user on this node", integer(func(c *gateway.Config) *int { return &c.MaxConnsPerUser })},
+	{"max-frame", "maximum frame size in bytes, header included", integer(func(c *gateway.Config) *int { return &c.Transport.MaxFrame })},
+	{"queue-bytes", "outbound queue limit per connection in bytes", integer(func(c *gateway.Config) *int { return &c.Transport.QueueBytes })},
+	{"loops", "epoll loops (default: cores)", integer(func(c *gateway.Config) *int { return &c.Transport.Loops })},
+	{"ws-origins", "allowed WebSocket Origin values, comma-separated (empty: any)", list(func(c *gateway.Config) *[]string { return &c.Transport.WSOrigins })},
+	{"echo-svid", "answer uplinks to this SVID with their payload (0: off)", func(c *gateway.Config, v string) error {
+		n, err := strconv.ParseUint(v, 10, 32)
+		c.EchoSVID = uint32(n)
+		return err
+	}},
+}
+
+func envName(flag string) string {
+	return "IMGATE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// loadConfig builds the gateway config for `imgate all|gateway`.
+func loadConfig(cmd string, args []string, base gateway.Config) (gateway.Config, string, error) {
+	fs := flag.NewFlagSet("imgate "+cmd, flag.ContinueOnError)
+	path := fs.String("config", os.Getenv("IMGATE_CONFIG"), "TOML configuration file (env IMGATE_CONFIG)")
+	logLevel := fs.String("log-level", envOr("IMGATE_LOG_LEVEL", "info"), "debug, info, warn or error")
+	values := make(map[string]*string, len(settings))
+	for _, s := range settings {
+		values[s.name] = fs.String(s.name, "", s.usage+" (env "+envName(s.name)+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return base, "", err
+	}
+	c := base
+	if *path != "" {
+		if err := loadFile(*path, &c); err != nil {
+			return c, "", err
+		}
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, s := range settings {
+		v, ok := *values[s.name], given[s.name]
+		if !ok {
+			v, ok = os.LookupEnv(envName(s.name))
+		}
+		if !ok {
+			continue
+		}
+		if err := s.apply(&c, v); err != nil {
+			return c, "", fmt.Errorf("--%s %q: %w", s.name, v, err)
+		}
+	}
+	return c, *logLevel, nil
+}
+
+func envOr(k, def string) string {
+	if v, ok := os.LookupEnv(k); ok {
+		return v
+	}
+	return def
+}
