@@ -35,9 +35,14 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 4 && os.Args[1] == "netpoll-server" {
+		size, _ := strconv.Atoi(os.Args[3])
+		runNetpollServer(os.Args[2], size)
+		return
+	}
 	bin := flag.String("bin", "bin/imgate", "gateway binary")
 	sizes := flag.String("sizes", "1000,5000,10000,19000", "connection counts to measure")
-	transports := flag.String("transports", "tcp,ws", "transports to measure")
+	transports := flag.String("transports", "tcp,ws,netpoll,netpoll1k", "what to measure: tcp and ws (imgate), netpoll and netpoll1k (bare netpoll v0.7.2 servers with default and 1 KiB buffers, the baseline)")
 	src := flag.String("src", "127.0.0.2-127.0.0.40", "source address range for client sockets")
 	settle := flag.Duration("settle", 4*time.Second, "wait before reading memory")
 	out := flag.String("out", "bench/out", "directory for idle.json")
@@ -78,24 +83,33 @@ func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers
 	}
 	defer os.RemoveAll(dir)
 	tcpPort, wsPort := freePort(), freePort()
-	cmd := exec.Command(bin, "gateway", "--data", dir, "--admin", "", "--http", "",
-		"--listen", fmt.Sprintf("tcp://127.0.0.1:%d,ws://127.0.0.1:%d/ws", tcpPort, wsPort),
-		"--heartbeat", "10m", "--log-level", "warn")
-	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return r, err
+	var proc *os.Process
+	dialTr := tr
+	if size, ok := map[string]int{"netpoll": 0, "netpoll1k": 1024}[tr]; ok {
+		dialTr = "tcp"
+		if proc, err = startNetpollServer(tcpPort, size); err != nil {
+			return r, err
+		}
+	} else {
+		cmd := exec.Command(bin, "gateway", "--data", dir, "--admin", "", "--http", "",
+			"--listen", fmt.Sprintf("tcp://127.0.0.1:%d,ws://127.0.0.1:%d/ws", tcpPort, wsPort),
+			"--heartbeat", "10m", "--log-level", "warn")
+		cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+		if err := cmd.Start(); err != nil {
+			return r, err
+		}
+		proc = cmd.Process
+		if err := waitListen(fmt.Sprintf("127.0.0.1:%d", tcpPort)); err != nil {
+			return r, err
+		}
 	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	addr := fmt.Sprintf("127.0.0.1:%d", tcpPort)
-	if err := waitListen(addr); err != nil {
-		return r, err
-	}
+	defer func() { proc.Signal(syscall.SIGTERM); proc.Wait() }()
 	key, err := gateway.DefaultDevKey(dir)
 	if err != nil {
 		return r, err
 	}
 	time.Sleep(settle)
-	r.baseKB = rssKB(cmd.Process.Pid)
+	r.baseKB = rssKB(proc.Pid)
 	kernelBase := tcpMemPages()
 
 	conns := make([]net.Conn, n)
@@ -115,7 +129,7 @@ func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers
 				// cost per user is part of the idle cost.
 				tok, err := gateway.MintToken(key, gateway.Claims{UID: "u" + strconv.Itoa(i), Expiry: time.Now().Add(time.Hour)})
 				if err == nil {
-					conns[i], err = open(tr, srcs[i%len(srcs)], tcpPort, wsPort, tok, "room"+strconv.Itoa(i%1000))
+					conns[i], err = open(dialTr, srcs[i%len(srcs)], tcpPort, wsPort, tok, "room"+strconv.Itoa(i%1000))
 				}
 				if err != nil {
 					if failed.Add(1) == 1 {
@@ -134,7 +148,7 @@ func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers
 		return r, fmt.Errorf("%d of %d connections failed", failed.Load(), n)
 	}
 	time.Sleep(settle)
-	r.rssKB = rssKB(cmd.Process.Pid)
+	r.rssKB = rssKB(proc.Pid)
 	r.perConn = float64(r.rssKB-r.baseKB) * 1024 / float64(n)
 	r.kernelPerConn = float64(tcpMemPages()-kernelBase) * float64(os.Getpagesize()) / float64(2*n) // both ends are on this host
 	for _, c := range conns {
