@@ -11,6 +11,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"flag"
@@ -42,7 +43,7 @@ func main() {
 	}
 	bin := flag.String("bin", "bin/imgate", "gateway binary")
 	sizes := flag.String("sizes", "1000,5000,10000,19000", "connection counts to measure")
-	transports := flag.String("transports", "tcp,ws,netpoll,netpoll1k", "what to measure: tcp and ws (imgate), netpoll and netpoll1k (bare netpoll v0.7.2 servers with default and 1 KiB buffers, the baseline)")
+	transports := flag.String("transports", "tcp,ws,netpoll,netpoll1k", "what to measure: tcp and ws (imgate), netpoll and netpoll1k (bare netpoll v0.7.2 servers with default and 1 KiB buffers, the baseline), tls and wss")
 	src := flag.String("src", "127.0.0.2-127.0.0.40", "source address range for client sockets")
 	settle := flag.Duration("settle", 4*time.Second, "wait before reading memory")
 	out := flag.String("out", "bench/out", "directory for idle.json")
@@ -91,9 +92,18 @@ func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers
 			return r, err
 		}
 	} else {
-		cmd := exec.Command(bin, "gateway", "--data", dir, "--admin", "", "--http", "",
+		args := []string{"gateway", "--data", dir, "--admin", "", "--http", "",
 			"--listen", fmt.Sprintf("tcp://127.0.0.1:%d,ws://127.0.0.1:%d/ws", tcpPort, wsPort),
-			"--heartbeat", "10m", "--log-level", "warn")
+			"--heartbeat", "10m", "--log-level", "warn"}
+		if tr == "tls" || tr == "wss" {
+			cert, key, err := writeSelfSigned(dir)
+			if err != nil {
+				return r, err
+			}
+			args = append(args, "--tls-cert", cert, "--tls-key", key,
+				"--listen", fmt.Sprintf("tls://127.0.0.1:%d,wss://127.0.0.1:%d/ws", tcpPort, wsPort))
+		}
+		cmd := exec.Command(bin, args...)
 		cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 		if err := cmd.Start(); err != nil {
 			return r, err
@@ -167,11 +177,11 @@ func open(tr string, src net.IP, tcpPort, wsPort int, token, room string) (net.C
 	send := func(f []byte) error { _, err := c.Write(f); return err }
 	var br *bufio.Reader
 	recv := func() (proto.Frame, error) { return readFrame(br) }
-	if tr == "ws" {
+	if tr == "ws" || tr == "wss" {
 		wd := ws.Dialer{NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return d.DialContext(ctx, network, addr)
-		}}
-		c, _, _, err = wd.Dial(context.Background(), fmt.Sprintf("ws://127.0.0.1:%d/ws", wsPort))
+		}, TLSConfig: &tls.Config{InsecureSkipVerify: true}}
+		c, _, _, err = wd.Dial(context.Background(), fmt.Sprintf("%s://127.0.0.1:%d/ws", tr, wsPort))
 		if err != nil {
 			return nil, err
 		}
@@ -184,7 +194,11 @@ func open(tr string, src net.IP, tcpPort, wsPort int, token, room string) (net.C
 			return proto.DecodeExact(msg, proto.MaxFrameLimit)
 		}
 	} else {
-		c, err = d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", tcpPort))
+		if tr == "tls" {
+			c, err = tls.DialWithDialer(&d, "tcp", fmt.Sprintf("127.0.0.1:%d", tcpPort), &tls.Config{InsecureSkipVerify: true})
+		} else {
+			c, err = d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", tcpPort))
+		}
 		if err != nil {
 			return nil, err
 		}
