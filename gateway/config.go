@@ -29,6 +29,9 @@ type Config struct {
 	AdminPassword string
 	// HTTPAddr serves the push/presence API, health and /metrics; "" disables.
 	HTTPAddr string
+	// HTTPToken, when set, must be sent as "Authorization: Bearer <token>"
+	// on every API call (health and metrics stay open).
+	HTTPToken string
 
 	Auth AuthConfig
 

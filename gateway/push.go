@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"sort"
 
 	"imgate/broadcast"
@@ -10,12 +11,29 @@ import (
 
 // Downlink pushes and presence, as the admin port, the HTTP API and (later)
 // the cluster bus use them. Each push is encoded once, whatever the number
-// of recipients.
+// of recipients. A push over max_frame reaches nobody (callers that want the
+// reason call checkPush first).
+
+// checkPush rejects a push whose frame would exceed max_frame: clients
+// refuse such frames, so sending one would only get connections closed.
+func (s *Server) checkPush(p proto.Push) error {
+	limit := proto.DefaultMaxFrame
+	if s.engine != nil {
+		limit = s.engine.Config().MaxFrame
+	}
+	if len(p.Topic) > proto.MaxNameLen {
+		return fmt.Errorf("topic is %d bytes; the limit is %d", len(p.Topic), proto.MaxNameLen)
+	}
+	if size := proto.HeaderSize + proto.PushOverhead + len(p.Topic) + len(p.Payload); size > limit {
+		return fmt.Errorf("push frame would be %d bytes; max_frame is %d", size, limit)
+	}
+	return nil
+}
 
 // PushConn pushes to one connection by id; it reports whether it was online.
 func (s *Server) PushConn(id uint64, p proto.Push) bool {
 	x := s.reg.Conn(id)
-	if x == nil || !x.authed.Load() {
+	if x == nil || !x.authed.Load() || s.checkPush(p) != nil {
 		return false
 	}
 	s.metrics.pushes.WithLabelValues("conn").Inc()
@@ -38,6 +56,9 @@ func (s *Server) PushUsers(uids []string, p proto.Push) int {
 }
 
 func (s *Server) pushUsers(uids []string, p proto.Push) int {
+	if s.checkPush(p) != nil {
+		return 0
+	}
 	var targets []*Session
 	for _, uid := range uids {
 		targets = s.reg.User(uid, targets)
@@ -67,6 +88,9 @@ func (s *Server) PushRoom(room string, p proto.Push) int {
 	if len(p.Topic) == 0 {
 		p.Topic = []byte(room)
 	}
+	if s.checkPush(p) != nil {
+		return 0
+	}
 	f := broadcast.NewPush(proto.FlagRoom, p)
 	n := s.hub.Publish(room, f)
 	s.countOutN(len(f.Bytes()), n)
@@ -76,6 +100,9 @@ func (s *Server) PushRoom(room string, p proto.Push) int {
 // PushAll pushes to every authenticated connection of the node.
 func (s *Server) PushAll(p proto.Push) int {
 	s.metrics.pushes.WithLabelValues("all").Inc()
+	if s.checkPush(p) != nil {
+		return 0
+	}
 	f := broadcast.NewPush(proto.FlagBroadcast, p)
 	size := len(f.Bytes())
 	n := s.hub.PublishAll(f)
@@ -91,7 +118,8 @@ func (s *Server) countOutN(size, n int) {
 }
 
 // Kick closes a user's connections (target is a uid) or one connection
-// (target is a 16-hex-digit connection id) with KICKED; it returns how many.
+// (target is a 16-hex-digit connection id) with KICKED; it returns how many
+// it closed (connections already closing are not counted again).
 func (s *Server) Kick(target, reason string) int {
 	if reason == "" {
 		reason = "kicked by operator"
@@ -105,11 +133,14 @@ func (s *Server) Kick(target, reason string) int {
 	if len(victims) == 0 {
 		victims = s.reg.User(target, nil)
 	}
+	n := 0
 	for _, x := range victims {
-		s.metrics.kicks.Inc()
-		x.Kick(proto.CodeKicked, reason)
+		if x.Kick(proto.CodeKicked, reason) {
+			s.metrics.kicks.Inc()
+			n++
+		}
 	}
-	return len(victims)
+	return n
 }
 
 // JoinUser puts every connection of a user into a room (server-side join;

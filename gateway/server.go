@@ -31,6 +31,8 @@ type Server struct {
 	mu        sync.Mutex
 	listeners []transport.Listener
 	closers   []func() error
+	adminAddr string // bound addresses of the admin port and HTTP API, set by Start
+	httpAddr  string
 	stop      chan struct{}
 	done      chan struct{}
 }
@@ -109,6 +111,9 @@ func (s *Server) Start() error {
 			return fmt.Errorf("admin port: %w", err)
 		}
 		s.addCloser(closer)
+		s.mu.Lock()
+		s.adminAddr = addr
+		s.mu.Unlock()
 		s.log.Info("admin port (redis protocol)", "addr", addr)
 	}
 	if s.cfg.HTTPAddr != "" {
@@ -118,6 +123,9 @@ func (s *Server) Start() error {
 			return fmt.Errorf("http api: %w", err)
 		}
 		s.addCloser(closer)
+		s.mu.Lock()
+		s.httpAddr = addr
+		s.mu.Unlock()
 		s.log.Info("http api", "addr", addr)
 	}
 	go s.heartbeats()

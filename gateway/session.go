@@ -72,12 +72,14 @@ func (s *Session) sendFailed(err error) {
 	}
 }
 
-// Kick sends CLOSE with code and reason, then closes the connection.
-func (s *Session) Kick(code proto.Code, reason string) {
+// Kick sends CLOSE with code and reason, then closes the connection. It
+// reports false when the connection was already closing.
+func (s *Session) Kick(code proto.Code, reason string) bool {
 	if !s.closeCode.CompareAndSwap(0, uint32(code)) {
-		return
+		return false
 	}
 	s.conn.Close(broadcast.NewFrame(proto.Header{Op: proto.OpClose}, proto.AppendError(nil, code, reason)))
+	return true
 }
 
 // Rooms returns a copy of the rooms the session is in.

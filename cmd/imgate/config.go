@@ -27,6 +27,7 @@ type fileConfig struct {
 	AdminAddr         *string   `toml:"admin_addr"`
 	AdminPassword     *string   `toml:"admin_password"`
 	HTTPAddr          *string   `toml:"http_addr"`
+	HTTPToken         *string   `toml:"http_token"`
 	HeartbeatInterval *duration `toml:"heartbeat_interval"`
 	AuthTimeout       *duration `toml:"auth_timeout"`
 	MaxRoomsPerConn   *int      `toml:"max_rooms_per_conn"`
@@ -100,6 +101,7 @@ func loadFile(path string, c *gateway.Config) error {
 	set(&c.AdminAddr, f.AdminAddr)
 	set(&c.AdminPassword, f.AdminPassword)
 	set(&c.HTTPAddr, f.HTTPAddr)
+	set(&c.HTTPToken, f.HTTPToken)
 	setDur(&c.HeartbeatInterval, f.HeartbeatInterval)
 	setDur(&c.AuthTimeout, f.AuthTimeout)
 	set(&c.MaxRoomsPerConn, f.MaxRoomsPerConn)
@@ -180,6 +182,7 @@ var settings = []setting{
 	{"admin", "admin port address (redis protocol); empty disables", str(func(c *gateway.Config) *string { return &c.AdminAddr })},
 	{"admin-password", "admin port password (AUTH)", str(func(c *gateway.Config) *string { return &c.AdminPassword })},
 	{"http", "HTTP API address; empty disables", str(func(c *gateway.Config) *string { return &c.HTTPAddr })},
+	{"http-token", "bearer token the HTTP API requires (empty: none)", str(func(c *gateway.Config) *string { return &c.HTTPToken })},
 	{"heartbeat", "heartbeat interval announced to clients", dur(func(c *gateway.Config) *time.Duration { return &c.HeartbeatInterval })},
 	{"auth-timeout", "time a new connection has to authenticate", dur(func(c *gateway.Config) *time.Duration { return &c.AuthTimeout })},
 	{"max-rooms", "rooms per connection", integer(func(c *gateway.Config) *int { return &c.MaxRoomsPerConn })},
