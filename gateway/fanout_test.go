@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,4 +143,55 @@ func TestRoomPushAllocatesNothingPerRecipient(t *testing.T) {
 	if allocs > 10 {
 		t.Fatalf("%.1f allocations per push to %d members: something allocates per recipient", allocs, members)
 	}
+}
+
+// BenchmarkRoomPushTCP: one room of 1,000 TCP members on loopback, 128-byte
+// payloads, published back to back; readers run in this process too, so the
+// CPU figure covers both ends (see bench/RESULTS.md).
+func BenchmarkRoomPushTCP(b *testing.B) {
+	s, addr := newFanoutServer(b)
+	const members = 1000
+	var clients []*fanoutClient
+	for i := 0; i < members; i++ {
+		clients = append(clients, dialMember(b, s, addr, fmt.Sprintf("u%d", i), "hall"))
+	}
+	payload := make([]byte, 128)
+	topic := []byte("hall")
+	frameSize := proto.HeaderSize + proto.PushOverhead + len(topic) + len(payload)
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Add(1)
+		go c.count(frameSize, &wg)
+	}
+	defer func() {
+		for _, c := range clients {
+			c.nc.Close()
+		}
+		wg.Wait()
+	}()
+	var ru0, ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.PushRoom("hall", proto.Push{Topic: topic, Payload: payload})
+		if i%64 == 63 { // bounded backlog: stay under the slow-consumer limit
+			for _, c := range clients {
+				for c.pushes.Load() < int64(i+1)-32 {
+					time.Sleep(100 * time.Microsecond)
+				}
+			}
+		}
+	}
+	for _, c := range clients {
+		for c.pushes.Load() < int64(b.N) {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	b.StopTimer()
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano()) * time.Nanosecond
+	deliveries := float64(b.N) * members
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
+	b.ReportMetric(cpu.Seconds()/deliveries*1e6, "cpu-s/M-deliveries")
 }

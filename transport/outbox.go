@@ -8,7 +8,8 @@ import "sync"
 // socket is full, so frames that arrive meanwhile leave in the same write.
 type outbox struct {
 	mu       sync.Mutex
-	frames   []Frame
+	frames   []Frame  // nil while empty: the backing array lives in queuePool
+	held     *[]Frame // pool handle for frames' backing array
 	sent     int  // bytes of frames[0] already written
 	bytes    int  // unwritten bytes in the queue
 	flushing bool // a goroutine owns the write side
@@ -21,26 +22,35 @@ type outbox struct {
 // push appends f. start reports that the caller now owns the write side.
 // A frame larger than the limit is still accepted into an empty queue, so
 // that one big frame cannot wedge a connection forever.
-func (o *outbox) push(f Frame, force bool) (start bool, err error) {
+func (o *outbox) push(f Frame) (start bool, err error) {
 	n := len(f.Wire(o.ws))
 	o.mu.Lock()
-	if o.closed || (o.closing && !force) {
+	if o.closed || o.closing {
 		o.mu.Unlock()
 		f.Release()
 		return false, ErrClosed
 	}
-	if !force && o.bytes > 0 && o.bytes+n > o.limit {
+	if o.bytes > 0 && o.bytes+n > o.limit {
 		o.mu.Unlock()
 		f.Release()
 		return false, ErrQueueFull
 	}
-	o.frames = append(o.frames, f)
-	o.bytes += n
+	o.add(f, n)
 	if !o.flushing {
 		o.flushing, start = true, true
 	}
 	o.mu.Unlock()
 	return start, nil
+}
+
+// add appends f (n wire bytes) to the queue. Caller holds mu.
+func (o *outbox) add(f Frame, n int) {
+	if o.held == nil && len(o.frames) == 0 {
+		o.held = queuePool.Get().(*[]Frame)
+		o.frames = (*o.held)[:0]
+	}
+	o.frames = append(o.frames, f)
+	o.bytes += n
 }
 
 // consume drops n written bytes from the front. Caller holds mu.
@@ -64,10 +74,23 @@ func (o *outbox) consume(n int) {
 		clear(o.frames[k:])
 		o.frames = o.frames[:k]
 	}
-	// A burst may have grown the queue; an idle connection keeps none of it.
-	if len(o.frames) == 0 && cap(o.frames) > 16 {
-		o.frames = nil
+	if len(o.frames) == 0 {
+		o.recycle()
 	}
+}
+
+// queuePool holds queue backing arrays: an idle connection keeps none, and a
+// busy one gets back an array that an earlier burst already grew, so a
+// steady backlog allocates nothing.
+var queuePool = sync.Pool{New: func() any { q := make([]Frame, 0, 8); return &q }}
+
+// recycle hands the empty queue's backing array back. Caller holds mu.
+func (o *outbox) recycle() {
+	if o.held != nil {
+		*o.held = o.frames[:0]
+		queuePool.Put(o.held)
+	}
+	o.frames, o.held = nil, nil
 }
 
 // drop releases every queued frame. Caller holds mu and owns the write side
@@ -77,7 +100,9 @@ func (o *outbox) drop() {
 		f.Release()
 		o.frames[i] = nil
 	}
-	o.frames, o.bytes, o.sent = nil, 0, 0
+	o.frames = o.frames[:0]
+	o.recycle()
+	o.bytes, o.sent = 0, 0
 }
 
 func (o *outbox) queued() int {

@@ -187,13 +187,13 @@ func (c *pollConn) RemoteAddr() net.Addr          { return c.raddr }
 func (c *pollConn) QueuedBytes() int              { return c.out.queued() }
 func (c *pollConn) SetContext(v any)              { c.ctx.Store(ctxBox{v}) }
 func (c *pollConn) Context() any                  { b, _ := c.ctx.Load().(ctxBox); return b.v }
-func (c *pollConn) Enqueue(f Frame) (bool, error) { return c.out.push(f, false) }
+func (c *pollConn) Enqueue(f Frame) (bool, error) { return c.out.push(f) }
 
 // ctxBox lets atomic.Value hold values of different types over time.
 type ctxBox struct{ v any }
 
 func (c *pollConn) Send(f Frame) error {
-	start, err := c.out.push(f, false)
+	start, err := c.out.push(f)
 	if start {
 		c.Flush()
 	}
@@ -314,8 +314,7 @@ func (c *pollConn) Close(last Frame) {
 	}
 	start := !o.flushing
 	if last != nil {
-		o.frames = append(o.frames, last)
-		o.bytes += len(last.Wire(o.ws))
+		o.add(last, len(last.Wire(o.ws)))
 	}
 	o.flushing = true
 	o.mu.Unlock()

@@ -95,11 +95,11 @@ func (c *streamConn) RemoteAddr() net.Addr          { return c.nc.RemoteAddr() }
 func (c *streamConn) QueuedBytes() int              { return c.out.queued() }
 func (c *streamConn) SetContext(v any)              { c.ctx.Store(ctxBox{v}) }
 func (c *streamConn) Context() any                  { b, _ := c.ctx.Load().(ctxBox); return b.v }
-func (c *streamConn) Enqueue(f Frame) (bool, error) { return c.out.push(f, false) }
+func (c *streamConn) Enqueue(f Frame) (bool, error) { return c.out.push(f) }
 func (c *streamConn) Flush()                        { go c.flushLoop() }
 
 func (c *streamConn) Send(f Frame) error {
-	start, err := c.out.push(f, false)
+	start, err := c.out.push(f)
 	if start {
 		go c.flushLoop()
 	}
@@ -232,8 +232,7 @@ func (c *streamConn) Close(last Frame) {
 	o.closing = true
 	c.closing.Store(true)
 	if last != nil {
-		o.frames = append(o.frames, last)
-		o.bytes += len(last.Wire(o.ws))
+		o.add(last, len(last.Wire(o.ws)))
 	}
 	start := !o.flushing
 	o.flushing = true
