@@ -221,3 +221,48 @@ func BenchmarkFanoutPerRecipient(b *testing.B) {
 		})
 	}
 }
+
+// gatedMember blocks its first Flush until released, so the test can queue a
+// whole burst behind a busy worker; it records the most frames it ever held
+// unwritten.
+type gatedMember struct {
+	member
+	gate    chan struct{}
+	maxHeld int
+}
+
+func (m *gatedMember) Enqueue(f transport.Frame) (bool, error) {
+	start, err := m.member.Enqueue(f)
+	m.mu.Lock()
+	m.maxHeld = max(m.maxHeld, len(m.queue))
+	m.mu.Unlock()
+	return start, err
+}
+
+func (m *gatedMember) Flush() {
+	if m.gate != nil {
+		<-m.gate
+		m.gate = nil
+	}
+	m.member.Flush()
+}
+
+// A worker that falls behind takes what is queued in batches bounded in
+// bytes, so what it queues for one member before writing stays below
+// MaxBatchBytes plus one frame, however long the backlog.
+func TestBatchBoundedInBytes(t *testing.T) {
+	const frame = 32 << 10
+	h := NewHub(Config{Workers: 1, MaxBatch: 64, MaxBatchBytes: 64 << 10})
+	t.Cleanup(h.Close)
+	m := &gatedMember{member: member{id: 1}, gate: make(chan struct{})}
+	h.Join("r", m)
+	payload := make([]byte, frame)
+	for i := 0; i < 20; i++ {
+		h.Publish("r", NewPush(0, proto.Push{Payload: payload}))
+	}
+	close(m.gate) // the worker was stuck in the first flush with 19 tasks queued
+	waitFor(t, func() bool { return m.recv.Load() == 20 })
+	if limit := (64<<10)/frame + 1; m.maxHeld > limit {
+		t.Fatalf("a batch queued %d frames of %d bytes for one member; the byte bound allows %d", m.maxHeld, frame, limit)
+	}
+}

@@ -24,12 +24,17 @@ type Config struct {
 	// MaxBatch is how many queued tasks a worker takes before flushing the
 	// connections it filled; default 64.
 	MaxBatch int
+	// MaxBatchBytes bounds the frame bytes of one batch, and so what a batch
+	// can queue for one member before it is written; keep it well below the
+	// per-connection queue limit so a burst never looks like a slow consumer.
+	// Default 64 KiB (the gateway uses a quarter of its queue limit).
+	MaxBatchBytes int
 }
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	w := runtime.GOMAXPROCS(0)
-	return Config{Workers: w, Shards: 2 * w, SmallRoom: 256, QueueLen: 4096, MaxBatch: 64}
+	return Config{Workers: w, Shards: 2 * w, SmallRoom: 256, QueueLen: 4096, MaxBatch: 64, MaxBatchBytes: 64 << 10}
 }
 
 func (c Config) withDefaults() Config {
@@ -48,6 +53,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = d.MaxBatch
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = d.MaxBatchBytes
 	}
 	return c
 }
@@ -291,16 +299,19 @@ type worker struct {
 
 func (w *worker) run() {
 	defer w.hub.wg.Done()
+	cfg := &w.hub.cfg
 	for t := range w.tasks {
 		w.batch = append(w.batch[:0], t)
+		size := len(t.f.buf)
 	drain:
-		for len(w.batch) < w.hub.cfg.MaxBatch {
+		for len(w.batch) < cfg.MaxBatch && size < cfg.MaxBatchBytes {
 			select {
 			case t, ok := <-w.tasks:
 				if !ok {
 					break drain
 				}
 				w.batch = append(w.batch, t)
+				size += len(t.f.buf)
 			default:
 				break drain
 			}

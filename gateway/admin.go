@@ -593,6 +593,7 @@ func (s *Server) configEntries() []configEntry {
 		{"loops", itoa(tc.Loops)},
 		{"max_frame", itoa(tc.MaxFrame)},
 		{"queue_bytes", itoa(tc.QueueBytes)},
+		{"send_buffer", itoa(tc.SendBuffer)},
 		{"read_buffer", itoa(tc.ReadBuffer)},
 		{"stream_read_buffer", itoa(tc.StreamReadBuffer)},
 		{"ws_path", tc.WSPath},

@@ -99,5 +99,15 @@ func (c Config) withDefaults() Config {
 	if c.MaxConnsPerUser <= 0 {
 		c.MaxConnsPerUser = d.MaxConnsPerUser
 	}
+	// A fan-out batch queues up to MaxBatchBytes for a member before writing
+	// it; that must stay well inside the queue limit, or a burst to readers
+	// who keep up would look like slow consumers.
+	queue := c.Transport.QueueBytes
+	if queue <= 0 {
+		queue = d.Transport.QueueBytes
+	}
+	if c.Broadcast.MaxBatchBytes <= 0 || c.Broadcast.MaxBatchBytes > queue/4 {
+		c.Broadcast.MaxBatchBytes = queue / 4
+	}
 	return c
 }

@@ -32,11 +32,11 @@ func (s *Server) checkPush(p proto.Push) error {
 
 // PushConn pushes to one connection by id; it reports whether it was online.
 func (s *Server) PushConn(id uint64, p proto.Push) bool {
+	s.metrics.pushes.WithLabelValues("conn").Inc()
 	x := s.reg.Conn(id)
 	if x == nil || !x.authed.Load() || s.checkPush(p) != nil {
 		return false
 	}
-	s.metrics.pushes.WithLabelValues("conn").Inc()
 	f := broadcast.NewPush(0, p)
 	s.countOut(f, 1)
 	x.send(f)
@@ -92,8 +92,9 @@ func (s *Server) PushRoom(room string, p proto.Push) int {
 		return 0
 	}
 	f := broadcast.NewPush(proto.FlagRoom, p)
+	size := len(f.Bytes()) // Publish consumes f: it may be reused once it returns
 	n := s.hub.Publish(room, f)
-	s.countOutN(len(f.Bytes()), n)
+	s.countOutN(size, n)
 	return n
 }
 

@@ -221,6 +221,9 @@ func (s *Server) OnClose(c transport.Conn, err error) {
 		var pe *proto.Error
 		if errors.As(err, &pe) {
 			reason = pe.Code.String()
+			if transportBadInput(pe.Code) {
+				s.metrics.badFrames.WithLabelValues(reason).Inc()
+			}
 		}
 	}
 	s.metrics.connsClosed.WithLabelValues(reason).Inc()
@@ -289,6 +292,18 @@ func (s *Server) answer(x *Session, h proto.Header, err error) {
 		return
 	}
 	r.Reply(nil)
+}
+
+// transportBadInput reports the codes of bad input the transport catches by
+// itself (framing, version, op, WebSocket rules): it closes the connection
+// with CLOSE and reports the code to OnClose, which counts it. Bad input the
+// gateway finds is counted by badInput.
+func transportBadInput(code proto.Code) bool {
+	switch code {
+	case proto.CodeBadFrame, proto.CodeFrameTooLarge, proto.CodeBadVersion, proto.CodeUnknownOp, proto.CodeProtocolError:
+		return true
+	}
+	return false
 }
 
 // badInput counts a fatal protocol error; the transport answers it with
@@ -364,13 +379,16 @@ func (s *Server) heartbeats() {
 				}
 				return true
 			})
+			// A kicked session stays in the registry until its peer goes
+			// (up to the transport's linger), so later scans find it again:
+			// only the close a Kick starts is counted.
 			for i, x := range expired {
 				if codes[i] == proto.CodeAuthTimeout {
-					s.metrics.authTimeouts.Inc()
-					x.Kick(codes[i], fmt.Sprintf("no AUTH within %v", s.cfg.AuthTimeout))
-				} else {
+					if x.Kick(codes[i], fmt.Sprintf("no AUTH within %v", s.cfg.AuthTimeout)) {
+						s.metrics.authTimeouts.Inc()
+					}
+				} else if x.Kick(codes[i], fmt.Sprintf("silent for two heartbeat intervals (%v)", 2*s.cfg.HeartbeatInterval)) {
 					s.metrics.heartbeatTimeouts.Inc()
-					x.Kick(codes[i], fmt.Sprintf("silent for two heartbeat intervals (%v)", 2*s.cfg.HeartbeatInterval))
 				}
 				expired[i] = nil
 			}

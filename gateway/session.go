@@ -41,9 +41,22 @@ var _ broadcast.Member = (*Session)(nil)
 // ID is the connection id.
 func (s *Session) ID() uint64 { return s.id }
 
-// UID and Device are empty before auth.
-func (s *Session) UID() string    { return s.uid }
-func (s *Session) Device() string { return s.device }
+// UID and Device are empty before auth. The authed check is what makes them
+// safe to call on a session found through the connection index while it is
+// authenticating: the fields are written before authed is set.
+func (s *Session) UID() string {
+	if !s.authed.Load() {
+		return ""
+	}
+	return s.uid
+}
+
+func (s *Session) Device() string {
+	if !s.authed.Load() {
+		return ""
+	}
+	return s.device
+}
 
 // Enqueue implements broadcast.Member: a full queue marks the session a slow
 // consumer and closes it, without blocking the fan-out worker.
@@ -78,7 +91,8 @@ func (s *Session) Kick(code proto.Code, reason string) bool {
 	if !s.closeCode.CompareAndSwap(0, uint32(code)) {
 		return false
 	}
-	s.conn.Close(broadcast.NewFrame(proto.Header{Op: proto.OpClose}, proto.AppendError(nil, code, reason)))
+	// On WebSocket the CLOSE frame is followed by a WebSocket close (§11.2).
+	s.conn.Close(transport.CloseFrame(code, reason, s.conn.Kind().WebSocket()))
 	return true
 }
 
@@ -114,6 +128,9 @@ func (s *Session) join(room string, checkToken bool) error {
 }
 
 func (s *Session) leave(room string) error {
+	if err := proto.CheckName([]byte(room)); err != nil {
+		return proto.Errorf(proto.CodeBadRequest, "room name: %v", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i := slices.Index(s.rooms, room)

@@ -187,6 +187,9 @@ func (e *Engine) adopt(fd int, sa unix.Sockaddr, l *pollListener) {
 		return
 	}
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if e.cfg.SendBuffer > 0 {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, e.cfg.SendBuffer)
+	}
 	p := e.pollers[int(e.next.Add(1))%len(e.pollers)]
 	c := &pollConn{fd: fd, p: p, h: l.h, kind: l.kind, raddr: sockaddrToTCP(sa)}
 	c.out.limit = e.cfg.QueueBytes

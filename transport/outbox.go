@@ -10,12 +10,12 @@ type outbox struct {
 	mu       sync.Mutex
 	frames   []Frame  // nil while empty: the backing array lives in queuePool
 	held     *[]Frame // pool handle for frames' backing array
-	sent     int  // bytes of frames[0] already written
-	bytes    int  // unwritten bytes in the queue
-	flushing bool // a goroutine owns the write side
-	closing  bool // Close was called: no new frames, close once drained
-	closed   bool // the connection is gone: drop everything
-	ws       bool // frames go out WebSocket-wrapped
+	sent     int      // bytes of frames[0] already written
+	bytes    int      // unwritten bytes in the queue
+	flushing bool     // a goroutine owns the write side
+	closing  bool     // Close was called: no new frames, close once drained
+	closed   bool     // the connection is gone: drop everything
+	ws       bool     // frames go out WebSocket-wrapped
 	limit    int
 }
 

@@ -156,6 +156,9 @@ func (p *poller) release(c *pollConn, err error) {
 	c.out.mu.Unlock()
 	c.codec.release()
 	p.e.jan.remove(c)
+	if c.failure != nil {
+		err = c.failure
+	}
 	if c.opened {
 		c.h.OnClose(c, err)
 	}
@@ -174,6 +177,7 @@ type pollConn struct {
 	codec    codec
 	opened   bool
 	released bool
+	failure  *proto.Error // why fail closed the connection; OnClose reports it
 
 	closing atomic.Bool // Close was called or the connection failed
 	out     outbox
@@ -304,6 +308,10 @@ func (c *pollConn) Close(last Frame) {
 	}
 	o.closing = true
 	c.closing.Store(true)
+	if last == nil && c.kind.WebSocket() && c.codec.ws.upgraded.Load() {
+		// An orderly close of a WebSocket still ends with a close frame.
+		last = rawFrame(appendWSClose(nil, wsCloseNormal, ""))
+	}
 	if c.blocked {
 		o.mu.Unlock()
 		if last != nil {
@@ -339,7 +347,8 @@ func (c *pollConn) fail(err error) {
 	if err == errHandled {
 		return
 	}
-	if c.kind.WebSocket() && !c.codec.ws.upgraded {
+	c.failure = closeReason(err)
+	if c.kind.WebSocket() && !c.codec.ws.upgraded.Load() {
 		c.cut()
 		return
 	}

@@ -83,8 +83,10 @@ type streamConn struct {
 	kind Kind
 	ctx  atomic.Value
 
-	codec  codec
-	opened bool
+	// Reader side: touched only by the run goroutine.
+	codec   codec
+	opened  bool
+	failure *proto.Error // why fail closed the connection; OnClose reports it
 
 	closing atomic.Bool
 	out     outbox
@@ -145,6 +147,9 @@ func (c *streamConn) run() {
 }
 
 func (c *streamConn) release(err error) {
+	if c.failure != nil {
+		err = c.failure
+	}
 	c.closing.Store(true)
 	o := &c.out
 	o.mu.Lock()
@@ -231,6 +236,10 @@ func (c *streamConn) Close(last Frame) {
 	}
 	o.closing = true
 	c.closing.Store(true)
+	if last == nil && c.kind.WebSocket() && c.codec.ws.upgraded.Load() {
+		// An orderly close of a WebSocket still ends with a close frame.
+		last = rawFrame(appendWSClose(nil, wsCloseNormal, ""))
+	}
 	if last != nil {
 		o.add(last, len(last.Wire(o.ws)))
 	}
@@ -254,7 +263,8 @@ func (c *streamConn) fail(err error) {
 	if err == errHandled {
 		return
 	}
-	if c.kind.WebSocket() && !c.codec.ws.upgraded {
+	c.failure = closeReason(err)
+	if c.kind.WebSocket() && !c.codec.ws.upgraded.Load() {
 		c.cut()
 		return
 	}

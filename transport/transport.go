@@ -80,7 +80,10 @@ type Handler interface {
 	// OnFrame handles one inbound frame. A non-nil error closes c: a
 	// *proto.Error is answered with a CLOSE frame carrying its code.
 	OnFrame(c Conn, f proto.Frame) error
-	// OnClose reports the end of c; err says why (nil: orderly).
+	// OnClose reports the end of c; err says why (nil: orderly). When the
+	// connection was closed for a protocol error, answered with a CLOSE
+	// frame (an OnFrame error or bad input the transport caught itself),
+	// err is that *proto.Error.
 	OnClose(c Conn, err error)
 }
 
@@ -114,6 +117,11 @@ type Config struct {
 	// StreamReadBuffer is the per-connection read buffer of the goroutine
 	// transports (TLS); they cannot share one.
 	StreamReadBuffer int
+	// SendBuffer, when positive, fixes each TCP socket's kernel send buffer
+	// (SO_SNDBUF) in bytes. The kernel otherwise grows it up to tcp_wmem's
+	// maximum (4 MiB on many hosts), which is what a peer that stops reading
+	// can hold in kernel memory before QueueBytes applies.
+	SendBuffer int
 	// WSPath is the WebSocket upgrade path.
 	WSPath string
 	// WSOrigins lists the allowed Origin header values; empty allows any.
@@ -183,6 +191,23 @@ type rawFrame []byte
 
 func (r rawFrame) Wire(bool) []byte { return r }
 func (r rawFrame) Release()         {}
+
+// CloseFrame is what ends a connection for code: an imgate CLOSE frame with
+// code and reason and, when ws is set, the WebSocket close frame whose status
+// docs/PROTOCOL.md §11.2 pairs with code. Pass it to Conn.Close.
+func CloseFrame(code proto.Code, reason string, ws bool) Frame {
+	return closeFrame(&proto.Error{Code: code, Msg: reason}, ws)
+}
+
+// closeReason is the protocol error a CLOSE frame for err carries; a
+// connection that fail closed reports it to OnClose.
+func closeReason(err error) *proto.Error {
+	var pe *proto.Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return &proto.Error{Code: proto.CodeOf(err), Msg: err.Error()}
+}
 
 // closeFrame builds an imgate CLOSE frame for err, wrapped for WebSocket when
 // ws is set and followed by the WebSocket close frame.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"sync/atomic"
 
 	"github.com/gobwas/ws"
 
@@ -41,7 +42,7 @@ const (
 type wsState struct {
 	path        string
 	origins     []string
-	upgraded    bool
+	upgraded    atomic.Bool // read by Close from any goroutine
 	fragmenting bool
 	msg         []byte // pooled; fragments received so far
 }
@@ -91,7 +92,7 @@ func (d *codec) feedWS(data []byte) error {
 
 func (d *codec) parseWS(buf []byte) (int, error) {
 	off := 0
-	if !d.ws.upgraded {
+	if !d.ws.upgraded.Load() {
 		i := bytes.Index(buf, []byte("\r\n\r\n"))
 		if i < 0 {
 			if len(buf) > maxHandshake {
@@ -156,7 +157,7 @@ func (d *codec) upgrade(req []byte) error {
 		d.sink.finish(rawFrame(out.Bytes()))
 		return errHandled
 	}
-	st.upgraded = true
+	st.upgraded.Store(true)
 	d.sink.reply(rawFrame(out.Bytes()))
 	d.sink.upgraded()
 	return nil

@@ -38,6 +38,7 @@ type fileConfig struct {
 		MaxFrame         *int      `toml:"max_frame"`
 		QueueBytes       *int      `toml:"queue_bytes"`
 		ReadBuffer       *int      `toml:"read_buffer"`
+		SendBuffer       *int      `toml:"send_buffer"`
 		StreamReadBuffer *int      `toml:"stream_read_buffer"`
 		WSPath           *string   `toml:"ws_path"`
 		WSOrigins        []string  `toml:"ws_origins"`
@@ -112,6 +113,7 @@ func loadFile(path string, c *gateway.Config) error {
 	set(&t.MaxFrame, f.Transport.MaxFrame)
 	set(&t.QueueBytes, f.Transport.QueueBytes)
 	set(&t.ReadBuffer, f.Transport.ReadBuffer)
+	set(&t.SendBuffer, f.Transport.SendBuffer)
 	set(&t.StreamReadBuffer, f.Transport.StreamReadBuffer)
 	set(&t.WSPath, f.Transport.WSPath)
 	if f.Transport.WSOrigins != nil {
@@ -189,6 +191,7 @@ var settings = []setting{
 	{"max-conns-per-user", "connections per user on this node", integer(func(c *gateway.Config) *int { return &c.MaxConnsPerUser })},
 	{"max-frame", "maximum frame size in bytes, header included", integer(func(c *gateway.Config) *int { return &c.Transport.MaxFrame })},
 	{"queue-bytes", "outbound queue limit per connection in bytes", integer(func(c *gateway.Config) *int { return &c.Transport.QueueBytes })},
+	{"send-buffer", "kernel send buffer per TCP socket in bytes (0: kernel autotuning)", integer(func(c *gateway.Config) *int { return &c.Transport.SendBuffer })},
 	{"loops", "epoll loops (default: cores)", integer(func(c *gateway.Config) *int { return &c.Transport.Loops })},
 	{"ws-origins", "allowed WebSocket Origin values, comma-separated (empty: any)", list(func(c *gateway.Config) *[]string { return &c.Transport.WSOrigins })},
 	{"echo-svid", "answer uplinks to this SVID with their payload (0: off)", func(c *gateway.Config, v string) error {
