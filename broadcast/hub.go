@@ -103,6 +103,9 @@ func NewHub(cfg Config) *Hub {
 	return h
 }
 
+// Config returns the hub's settings with defaults filled in.
+func (h *Hub) Config() Config { return h.cfg }
+
 // Close stops the workers after they finish what is queued.
 func (h *Hub) Close() {
 	select {

@@ -558,7 +558,7 @@ func (s *Server) configEntries() []configEntry {
 	if s.engine != nil {
 		tc = s.engine.Config()
 	}
-	bc := effectiveBroadcast(c.Broadcast)
+	bc := s.hub.Config()
 	redact := func(secret string) string {
 		if secret != "" {
 			return "(set)"
@@ -606,29 +606,8 @@ func (s *Server) configEntries() []configEntry {
 		{"broadcast_small_room", itoa(bc.SmallRoom)},
 		{"broadcast_queue_len", itoa(bc.QueueLen)},
 		{"broadcast_max_batch", itoa(bc.MaxBatch)},
+		{"broadcast_max_batch_bytes", itoa(bc.MaxBatchBytes)},
 	}
-}
-
-// effectiveBroadcast fills zero fan-out settings the way broadcast.NewHub
-// does, so that CONFIG GET shows what runs rather than zeros.
-func effectiveBroadcast(c broadcast.Config) broadcast.Config {
-	d := broadcast.DefaultConfig()
-	if c.Workers <= 0 {
-		c.Workers = d.Workers
-	}
-	if c.Shards <= 0 {
-		c.Shards = 2 * c.Workers
-	}
-	if c.SmallRoom <= 0 {
-		c.SmallRoom = d.SmallRoom
-	}
-	if c.QueueLen <= 0 {
-		c.QueueLen = d.QueueLen
-	}
-	if c.MaxBatch <= 0 {
-		c.MaxBatch = d.MaxBatch
-	}
-	return c
 }
 
 // intArg parses args[i] as a non-negative integer, or returns def when

@@ -13,6 +13,7 @@ type outbox struct {
 	sent     int      // bytes of frames[0] already written
 	bytes    int      // unwritten bytes in the queue
 	flushing bool     // a goroutine owns the write side
+	blocked  bool     // the socket is full; the loop resumes the write (reactor only)
 	closing  bool     // Close was called: no new frames, close once drained
 	closed   bool     // the connection is gone: drop everything
 	ws       bool     // frames go out WebSocket-wrapped
@@ -41,6 +42,33 @@ func (o *outbox) push(f Frame) (start bool, err error) {
 	}
 	o.mu.Unlock()
 	return start, nil
+}
+
+// startClose marks the queue closing and queues last behind what is already
+// there. It reports ok == false when the queue was already closing (last is
+// released), start when the caller now owns the write side and must flush,
+// and cut when the socket is full: nothing more will be written, so the
+// connection should be cut at once.
+func (o *outbox) startClose(last Frame) (ok, start, cut bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closing || o.closed || o.blocked {
+		if last != nil {
+			last.Release()
+		}
+		if o.closing || o.closed {
+			return false, false, false
+		}
+		o.closing = true
+		return true, false, true
+	}
+	o.closing = true
+	if last != nil {
+		o.add(last, len(last.Wire(o.ws)))
+	}
+	start = !o.flushing
+	o.flushing = true
+	return true, start, false
 }
 
 // add appends f (n wire bytes) to the queue. Caller holds mu.

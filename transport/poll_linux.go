@@ -181,7 +181,6 @@ type pollConn struct {
 
 	closing atomic.Bool // Close was called or the connection failed
 	out     outbox
-	blocked bool // waiting for EPOLLOUT; guarded by out.mu
 	shutWR  bool // FIN sent; guarded by out.mu
 	fdGone  bool // socket closed; guarded by out.mu
 }
@@ -254,7 +253,7 @@ func (c *pollConn) Flush() {
 		case err == nil || err == unix.EINTR:
 		case err == unix.EAGAIN:
 			if !o.closed {
-				c.blocked = true
+				o.blocked = true
 				c.watchWrite(true)
 				return // flushing stays on: the loop resumes on EPOLLOUT
 			}
@@ -272,8 +271,8 @@ func (c *pollConn) Flush() {
 
 func (c *pollConn) onWritable() {
 	c.out.mu.Lock()
-	resume := c.blocked
-	c.blocked = false
+	resume := c.out.blocked
+	c.out.blocked = false
 	c.watchWrite(false)
 	c.out.mu.Unlock()
 	if resume {
@@ -297,35 +296,15 @@ func (c *pollConn) watchWrite(on bool) {
 // close; the janitor cuts the connection if the peer lingers. A connection
 // whose socket is full (a slow consumer) is cut at once.
 func (c *pollConn) Close(last Frame) {
-	o := &c.out
-	o.mu.Lock()
-	if o.closing || o.closed {
-		o.mu.Unlock()
-		if last != nil {
-			last.Release()
-		}
+	ok, start, cut := c.out.startClose(closingFrame(last, c.codec.ws))
+	if !ok {
 		return
 	}
-	o.closing = true
 	c.closing.Store(true)
-	if last == nil && c.kind.WebSocket() && c.codec.ws.upgraded.Load() {
-		// An orderly close of a WebSocket still ends with a close frame.
-		last = rawFrame(appendWSClose(nil, wsCloseNormal, ""))
-	}
-	if c.blocked {
-		o.mu.Unlock()
-		if last != nil {
-			last.Release()
-		}
+	if cut {
 		c.cut()
 		return
 	}
-	start := !o.flushing
-	if last != nil {
-		o.add(last, len(last.Wire(o.ws)))
-	}
-	o.flushing = true
-	o.mu.Unlock()
 	c.p.e.jan.add(c, time.Now().Add(c.p.e.cfg.Linger))
 	if start {
 		c.Flush()

@@ -225,27 +225,11 @@ func (c *streamConn) flushLoop() {
 }
 
 func (c *streamConn) Close(last Frame) {
-	o := &c.out
-	o.mu.Lock()
-	if o.closing || o.closed {
-		o.mu.Unlock()
-		if last != nil {
-			last.Release()
-		}
+	ok, start, _ := c.out.startClose(closingFrame(last, c.codec.ws))
+	if !ok {
 		return
 	}
-	o.closing = true
 	c.closing.Store(true)
-	if last == nil && c.kind.WebSocket() && c.codec.ws.upgraded.Load() {
-		// An orderly close of a WebSocket still ends with a close frame.
-		last = rawFrame(appendWSClose(nil, wsCloseNormal, ""))
-	}
-	if last != nil {
-		o.add(last, len(last.Wire(o.ws)))
-	}
-	start := !o.flushing
-	o.flushing = true
-	o.mu.Unlock()
 	c.e.jan.add(c, time.Now().Add(c.e.cfg.Linger))
 	if start {
 		go c.flushLoop()

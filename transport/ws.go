@@ -302,6 +302,15 @@ func PutWSHeader(dst []byte, n int) {
 	appendWSHeader(dst[:0], wsOpBinary, n)
 }
 
+// closingFrame is what an orderly close sends last: the caller's frame, or
+// on an upgraded WebSocket with none given, a normal close frame.
+func closingFrame(last Frame, ws *wsState) Frame {
+	if last == nil && ws != nil && ws.upgraded.Load() {
+		return rawFrame(appendWSClose(nil, wsCloseNormal, ""))
+	}
+	return last
+}
+
 func appendWSClose(dst []byte, status uint16, reason string) []byte {
 	dst = appendWSHeader(dst, wsOpClose, 2+len(reason))
 	dst = binary.BigEndian.AppendUint16(dst, status)
