@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tidwall/redcon"
@@ -240,6 +241,7 @@ func (a *admin) info(c redcon.Conn, args [][]byte) {
 		{"Rooms", a.infoRooms},
 		{"Traffic", a.infoTraffic},
 		{"Memory", a.infoMemory},
+		{"CPU", a.infoCPU},
 	} {
 		if !all && !want[strings.ToLower(sec.name)] {
 			continue
@@ -330,6 +332,18 @@ func (a *admin) infoMemory(w *infoWriter) {
 		w.put("used_memory_rss", rss)
 	}
 	w.put("goroutines", runtime.NumGoroutine())
+}
+
+// infoCPU reports the process's CPU seconds like redis does, so that a
+// benchmark against a remote node can compute CPU per delivery.
+func (a *admin) infoCPU(w *infoWriter) {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return
+	}
+	sec := func(t syscall.Timeval) string { return strconv.FormatFloat(float64(t.Nano())/1e9, 'f', 6, 64) }
+	w.put("used_cpu_sys", sec(ru.Stime))
+	w.put("used_cpu_user", sec(ru.Utime))
 }
 
 // metricSums adds up every series of each of the server's metric families
