@@ -16,6 +16,7 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/imgate ./cmd/imgate
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/imgate-cli ./tools/imgate-cli
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/imgate-idle ./bench/idle
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/imgate-bench ./bench/imgate-bench
 
 # The single-node system with working defaults; data under ./data.
 run: build
@@ -30,10 +31,12 @@ test: build
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# Speed and scale live here, never in timed unit tests.
+# Speed and scale live here, never in timed unit tests: every scenario of
+# imgate-bench against the floor and nats-server (bench/out/results.json and
+# SVG charts), then the micro-benchmarks.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./proto ./broadcast ./gateway ./transport
-	$(BIN)/imgate-idle --sizes 1000,5000,10000,19000 --out bench/out
+	$(BIN)/imgate-bench all --out bench/out
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./proto ./broadcast ./gateway
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) -parallel 1 ./proto

@@ -1,0 +1,126 @@
+// Command imgate-bench proves imgate's numbers: idle cost per connection,
+// room fan-out, group-chat rooms, unicast pushes and connection storms, each
+// next to a raw-writer floor and a real nats-server measured in the same run.
+//
+//	imgate-bench [all|idle|fanout|rooms|unicast|storm] [flags]
+//
+// By default it starts bin/imgate and bin/nats-server itself (local mode) and
+// reads their CPU and memory from /proc. With --target-tcp and friends it
+// drives a remote gateway and reads CPU and memory from the admin port's INFO.
+// Results: a table on the terminal, bench/out/results.json (metric -> number)
+// and SVG charts in bench/out/.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"imgate/bench/baseline"
+	"imgate/bench/load"
+	"imgate/bench/report"
+)
+
+type options struct {
+	gatewayBin string
+	natsBin    string
+	remote     load.Target // set when --target-tcp is given
+	keyFile    string
+	src        string
+	out        string
+	members    int
+	small      int
+	sizes      []int
+	stepTime   time.Duration
+	maxRate    float64
+	nats       bool
+	floor      bool
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "floor-server" {
+		runFloorServer(os.Args[2:])
+		return
+	}
+	cmd := "all"
+	args := os.Args[1:]
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var o options
+	fs := flag.NewFlagSet("imgate-bench "+cmd, flag.ExitOnError)
+	fs.StringVar(&o.gatewayBin, "gateway-bin", "bin/imgate", "gateway binary started in local mode")
+	fs.StringVar(&o.natsBin, "nats-bin", "bin/nats-server", "nats-server binary (built from the module when missing)")
+	fs.StringVar(&o.remote.TCP, "target-tcp", "", "remote mode: the gateway's tcp listener host:port")
+	fs.StringVar(&o.remote.WS, "target-ws", "", "remote mode: the gateway's WebSocket URL")
+	fs.StringVar(&o.remote.Admin, "target-admin", "", "remote mode: the admin port host:port")
+	fs.StringVar(&o.remote.AdminPassword, "admin-password", "", "remote mode: admin password")
+	fs.StringVar(&o.remote.HTTP, "target-http", "", "remote mode: the HTTP API host:port")
+	fs.StringVar(&o.keyFile, "key-file", "", "remote mode: HS256 secret file that signs the gateway's tokens")
+	fs.StringVar(&o.src, "src", "127.0.0.2-127.0.0.60", "source addresses for client sockets")
+	fs.StringVar(&o.out, "out", "bench/out", "output directory for results.json and charts")
+	fs.IntVar(&o.members, "members", 19000, "connections for fanout, rooms, unicast and storm")
+	fs.IntVar(&o.small, "members-small", 10000, "room size for the 100 msg/s fan-out")
+	sizes := fs.String("idle-sizes", "1000,5000,10000,19000", "connection counts for idle")
+	fs.DurationVar(&o.stepTime, "step", 3*time.Second, "publishing time per rate step")
+	fs.Float64Var(&o.maxRate, "max-rate", 4000, "highest publish rate a ramp tries")
+	fs.BoolVar(&o.nats, "nats", true, "measure the nats-server baseline")
+	fs.BoolVar(&o.floor, "floor", true, "measure the raw-writer floor")
+	fs.Parse(args)
+	for _, s := range strings.Split(*sizes, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n > 0 {
+			o.sizes = append(o.sizes, n)
+		}
+	}
+	b, err := newBench(o)
+	check(err)
+	defer b.close()
+	scenarios := map[string]func() error{
+		"idle": b.idle, "fanout": b.fanout, "rooms": b.rooms, "unicast": b.unicast, "storm": b.storm,
+	}
+	order := []string{"idle", "storm", "fanout", "rooms", "unicast"}
+	if cmd != "all" {
+		if _, ok := scenarios[cmd]; !ok {
+			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm)\n", cmd)
+			os.Exit(2)
+		}
+		order = []string{cmd}
+	}
+	start := time.Now()
+	for _, name := range order {
+		fmt.Fprintf(os.Stderr, "== %s\n", name)
+		if err := scenarios[name](); err != nil {
+			fmt.Fprintf(os.Stderr, "imgate-bench %s: %v\n", name, err)
+			b.failed = true
+		}
+		check(b.save())
+	}
+	b.table.Render(os.Stdout)
+	fmt.Printf("\nwrote %s and charts in %s (%.0fs)\n", filepath.Join(o.out, "results.json"), o.out, time.Since(start).Seconds())
+	if b.failed {
+		os.Exit(1)
+	}
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "imgate-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// runFloorServer is the child process of the floor measurement.
+func runFloorServer(args []string) {
+	fs := flag.NewFlagSet("floor-server", flag.ExitOnError)
+	data := fs.String("data", "127.0.0.1:0", "data listener")
+	ctl := fs.String("control", "127.0.0.1:0", "control listener")
+	threads := fs.Int("threads", 2, "writer threads")
+	fs.Parse(args)
+	check(baseline.RunFloorServer(*data, *ctl, *threads))
+}
+
+var _ = report.NewResults

@@ -1,0 +1,284 @@
+package load
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"imgate/bench/report"
+	"imgate/gateway"
+	"imgate/proto"
+)
+
+// Target says where a gateway listens and how to sign its tokens.
+type Target struct {
+	TCP           string // host:port of the tcp:// listener
+	WS            string // ws://host:port/ws
+	Admin         string // host:port of the admin port
+	AdminPassword string
+	HTTP          string // host:port of the HTTP API
+	Key           gateway.KeyConfig
+}
+
+// Dial describes a set of member connections to open.
+type Dial struct {
+	Target      Target
+	Transport   string // "tcp" or "ws"
+	N           int
+	Srcs        []net.IP
+	UID         func(i int) string   // default "b<i>"
+	Rooms       func(i int) []string // rooms to join
+	Concurrency int                  // default 64
+	Progress    func(opened int)     // called every 1,000
+	Heartbeat   time.Duration        // 0: send none (the gateway's interval must be long)
+}
+
+// Members is a set of authenticated connections, each with one reader that
+// hands push payloads to a Tracker. A connection holds a goroutine and a
+// small read buffer: the load side is not what is being measured.
+type Members struct {
+	conns   []net.Conn
+	ws      bool
+	tracker *Tracker
+	wg      sync.WaitGroup
+	hbStop  chan struct{}
+	// AuthTime holds dial-to-AUTH_OK times (the storm scenario's figure).
+	AuthTime *report.Histogram
+	dropped  atomic.Int64 // connections the gateway closed
+}
+
+// Open dials d.N members; t receives their pushes (t.Len() must be >= d.N).
+func Open(d Dial, t *Tracker) (*Members, error) {
+	if d.Concurrency <= 0 {
+		d.Concurrency = 64
+	}
+	if d.UID == nil {
+		d.UID = func(i int) string { return fmt.Sprintf("b%d", i) }
+	}
+	if len(d.Srcs) == 0 {
+		d.Srcs = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	m := &Members{conns: make([]net.Conn, d.N), ws: d.Transport == "ws", tracker: t, hbStop: make(chan struct{}), AuthTime: report.NewHistogram()}
+	var next, opened atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for w := 0; w < d.Concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= d.N || firstErr.Load() != nil {
+					return
+				}
+				start := time.Now()
+				c, br, err := m.dialOne(d, i)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, fmt.Errorf("member %d: %w", i, err))
+					return
+				}
+				m.AuthTime.Record(time.Since(start))
+				m.conns[i] = c
+				m.wg.Add(1)
+				go m.read(i, c, br)
+				if n := opened.Add(1); d.Progress != nil && n%1000 == 0 {
+					d.Progress(int(n))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if d.Heartbeat > 0 {
+		go m.heartbeats(d.Heartbeat)
+	}
+	return m, nil
+}
+
+func (m *Members) dialOne(d Dial, i int) (net.Conn, *bufio.Reader, error) {
+	tok, err := gateway.MintToken(d.Target.Key, gateway.Claims{UID: d.UID(i), Expiry: time.Now().Add(24 * time.Hour)})
+	if err != nil {
+		return nil, nil, err
+	}
+	nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: d.Srcs[i%len(d.Srcs)]}, Timeout: 30 * time.Second}
+	var c net.Conn
+	if m.ws {
+		wd := ws.Dialer{Timeout: 30 * time.Second, NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return nd.DialContext(ctx, network, addr)
+		}}
+		c, _, _, err = wd.Dial(context.Background(), d.Target.WS)
+	} else {
+		c, err = nd.Dial("tcp", d.Target.TCP)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(c, 4096)
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	steps := []struct {
+		op   proto.Op
+		body string
+		want proto.Op
+	}{{proto.OpAuth, tok, proto.OpAuthOK}}
+	if d.Rooms != nil {
+		for _, room := range d.Rooms(i) {
+			steps = append(steps, struct {
+				op   proto.Op
+				body string
+				want proto.Op
+			}{proto.OpJoin, room, proto.OpReply})
+		}
+	}
+	var buf []byte
+	for k, s := range steps {
+		if err := m.write(c, proto.AppendFrame(nil, proto.Header{Op: s.op, Seq: uint32(k + 1)}, []byte(s.body))); err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		var f proto.Frame
+		f, buf, err = m.readFrame(br, buf)
+		if err != nil || f.Op != s.want {
+			c.Close()
+			if err == nil {
+				err = fmt.Errorf("%v answered with %v %q", s.op, f.Op, f.Body)
+			}
+			return nil, nil, err
+		}
+	}
+	c.SetDeadline(time.Time{})
+	return c, br, nil
+}
+
+func (m *Members) write(c net.Conn, frame []byte) error {
+	if m.ws {
+		return wsutil.WriteClientBinary(c, frame)
+	}
+	_, err := c.Write(frame)
+	return err
+}
+
+// readFrame reads one frame into buf (grown as needed, reused).
+func (m *Members) readFrame(br *bufio.Reader, buf []byte) (proto.Frame, []byte, error) {
+	var n int
+	if m.ws {
+		for {
+			h, err := ws.ReadHeader(br)
+			if err != nil {
+				return proto.Frame{}, buf, err
+			}
+			if h.OpCode == ws.OpClose {
+				return proto.Frame{}, buf, io.EOF
+			}
+			if int64(cap(buf)) < h.Length {
+				buf = make([]byte, h.Length)
+			}
+			buf = buf[:h.Length]
+			if _, err := io.ReadFull(br, buf); err != nil {
+				return proto.Frame{}, buf, err
+			}
+			if h.OpCode == ws.OpBinary {
+				break
+			}
+		}
+		n = len(buf)
+	} else {
+		var hdr [4]byte
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return proto.Frame{}, buf, err
+		}
+		n = 4 + int(binary.BigEndian.Uint32(hdr[:]))
+		if cap(buf) < n {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		copy(buf, hdr[:])
+		if _, err := io.ReadFull(br, buf[4:]); err != nil {
+			return proto.Frame{}, buf, err
+		}
+	}
+	f, err := proto.DecodeExact(buf[:n], proto.MaxFrameLimit)
+	return f, buf, err
+}
+
+func (m *Members) read(i int, c net.Conn, br *bufio.Reader) {
+	defer m.wg.Done()
+	var buf []byte
+	for {
+		var f proto.Frame
+		var err error
+		f, buf, err = m.readFrame(br, buf)
+		if err != nil {
+			if !isClosed(err) {
+				m.dropped.Add(1)
+			}
+			return
+		}
+		switch f.Op {
+		case proto.OpPush:
+			if p, err := proto.ParsePush(f.Body); err == nil {
+				m.tracker.Observe(i, p.Payload)
+			}
+		case proto.OpClose:
+			m.dropped.Add(1)
+			return
+		}
+	}
+}
+
+func isClosed(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "use of closed network connection")
+}
+
+// Dropped counts connections the gateway closed while the test ran.
+func (m *Members) Dropped() int64 { return m.dropped.Load() }
+
+// heartbeats sends HEARTBEAT on every connection once per interval, spread
+// over the interval.
+func (m *Members) heartbeats(every time.Duration) {
+	frame := proto.AppendFrame(nil, proto.Header{Op: proto.OpHeartbeat}, nil)
+	t := time.NewTicker(every / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.hbStop:
+			return
+		case <-t.C:
+			for _, c := range m.conns {
+				if c != nil {
+					m.write(c, frame)
+				}
+			}
+		}
+	}
+}
+
+// Len is the number of members.
+func (m *Members) Len() int { return len(m.conns) }
+
+// Close closes every connection and waits for the readers.
+func (m *Members) Close() {
+	select {
+	case <-m.hbStop:
+	default:
+		close(m.hbStop)
+	}
+	for _, c := range m.conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+	m.wg.Wait()
+}
