@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -112,6 +113,12 @@ func (s *Server) httpHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.httpReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	// Profiles, for finding where the time goes under load (behind the
+	// bearer token like the rest of the API).
+	api("GET /debug/pprof/", pprof.Index)
+	api("GET /debug/pprof/profile", pprof.Profile)
+	api("GET /debug/pprof/symbol", pprof.Symbol)
+	api("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -265,4 +266,35 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 func (b *bench) get(key string) float64 {
 	v, _ := b.results.Get(key)
 	return v
+}
+
+// profile captures a CPU profile of the gateway for d into path (local or
+// remote: it uses the HTTP API's /debug/pprof) and writes the top functions
+// next to it as text. It returns at once; wait on the channel.
+func (n *node) profile(d time.Duration, path string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", n.target.HTTP, int(d.Seconds()))
+		resp, err := http.Get(url)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		f.Close()
+		if err == nil {
+			out, terr := exec.Command("go", "tool", "pprof", "-top", "-nodecount=30", path).CombinedOutput()
+			if terr == nil {
+				err = os.WriteFile(strings.TrimSuffix(path, ".pprof")+".top.txt", out, 0o644)
+			}
+		}
+		done <- err
+	}()
+	return done
 }

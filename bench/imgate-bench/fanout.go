@@ -78,8 +78,12 @@ func (b *bench) imgateFanout(m int) (step, error) {
 		dropped: func() int64 { return members.Dropped() }}
 	var seq uint64
 	room = "fan"
+	prof := n.profile(9*time.Second, filepath.Join(b.o.out, "fanout1.pprof"))
 	one := b.run(sys, 1, 10, m, seq)
 	seq += 10
+	if err := <-prof; err != nil {
+		b.progress.Done("profile: %v", err)
+	}
 	room = "fan-small"
 	hundred := b.run(sys, 100, 300, small, seq)
 	seq += 300
@@ -104,6 +108,16 @@ func (b *bench) imgateFanout(m int) (step, error) {
 		return err
 	}
 	best, steps := b.ramp(sys, m, &seq, reopen)
+	if best.rate > 0 && reopen() == nil {
+		// One more step at the best rate, profiled: where saturation goes.
+		prof := n.profile(3*time.Second, filepath.Join(b.o.out, "fanout_max.pprof"))
+		count := max(int(best.rate*b.o.stepTime.Seconds()), 5)
+		b.run(sys, best.rate, count, m, seq)
+		seq += uint64(count)
+		if err := <-prof; err != nil {
+			b.progress.Done("profile: %v", err)
+		}
+	}
 	r.Set("fanout_max_rate", best.rate)
 	r.Set("fanout_max_deliveries_per_s", best.rate*float64(m))
 	r.Set("fanout_deliveries_per_cpu_s", best.deliveriesPerCPU())
