@@ -54,28 +54,19 @@ func (b *bench) imgateFanout(m int) (step, error) {
 	}
 	defer n.stop()
 	small := min(b.o.small, m)
-	tr := load.NewTracker(m)
-	dial := load.Dial{Target: n.target, Transport: "tcp", N: m, Srcs: b.srcs,
-		Rooms: func(i int) []string {
-			if i < small {
-				return []string{"fan", "fan-small"}
-			}
-			return []string{"fan"}
-		},
-		Progress: func(k int) { b.progress.Update("imgate: %d/%d members", k, m) }}
-	members, err := load.Open(dial, tr)
+	spec := openSpec{Target: n.target, Transport: "tcp", N: m, Plan: roomPlan{Kind: "fanout", Small: small}}
+	rx, err := b.open(spec, "imgate")
 	if err != nil {
 		return step{}, err
 	}
-	defer func() { members.Close() }()
+	defer func() { rx.Close() }()
 	b.progress.Done("imgate: %d members in room fan, %d of them in fan-small", m, small)
 	payload := make([]byte, 128)
 	var room string
-	sys := system{name: "imgate", tracker: tr,
+	sys := system{name: "imgate", rx: rx,
 		publish: func(seq uint64) { load.Stamp(payload, seq); n.admin.RoomPush(room, payload) },
 		flush:   func() { n.admin.Flush() },
-		cpu:     n.cpu,
-		dropped: func() int64 { return members.Dropped() }}
+		cpu:     n.cpu}
 	var seq uint64
 	room = "fan"
 	prof := n.profile(9*time.Second, filepath.Join(b.o.out, "fanout1.pprof"))
@@ -99,12 +90,13 @@ func (b *bench) imgateFanout(m int) (step, error) {
 
 	room = "fan"
 	reopen := func() error {
-		if members.Dropped() == 0 {
+		if rx.Dropped() == 0 {
 			return nil
 		}
-		members.Close()
+		rx.Close()
 		var err error
-		members, err = load.Open(dial, tr)
+		rx, err = b.open(spec, "imgate")
+		sys.rx = rx
 		return err
 	}
 	best, steps := b.ramp(sys, m, &seq, reopen)
@@ -151,12 +143,11 @@ func (b *bench) natsFanout(m int) (step, error) {
 	}
 	defer pub.Close()
 	payload := make([]byte, 128)
-	sys := system{name: "nats", tracker: tr,
+	sys := system{name: "nats", rx: &natsReceivers{localReceivers{Tracker: tr}, &subs},
 		// No Flush per message: nats.go's Flush is a round trip to the
 		// server; its flusher goroutine sends buffered publishes at once.
 		publish: func(seq uint64) { load.Stamp(payload, seq); pub.Publish("fan", payload) },
-		cpu:     func() time.Duration { d, _ := baseline.CPUTime(srv.PID); return d },
-		dropped: func() int64 { return subs.Disconnects() + subs.SlowConsumerErrors() }}
+		cpu:     func() time.Duration { d, _ := baseline.CPUTime(srv.PID); return d }}
 	var seq uint64
 	one := b.run(sys, 1, 10, m, seq)
 	seq += 10
@@ -256,4 +247,15 @@ func (b *bench) floorFanout(m int) (step, error) {
 
 func cdf(name string, h *report.Histogram) report.Series {
 	return report.Series{Name: name, Points: h.CDF()}
+}
+
+// natsReceivers counts subscribers nats-server cut (disconnects, slow
+// consumer errors) as dropped.
+type natsReceivers struct {
+	localReceivers
+	subs **baseline.Subscribers
+}
+
+func (r *natsReceivers) Dropped() int64 {
+	return (*r.subs).Disconnects() + (*r.subs).SlowConsumerErrors()
 }

@@ -27,24 +27,29 @@ import (
 )
 
 type options struct {
-	gatewayBin string
-	natsBin    string
-	remote     load.Target // set when --target-tcp is given
-	keyFile    string
-	src        string
-	out        string
-	members    int
-	small      int
-	sizes      []int
-	stepTime   time.Duration
-	maxRate    float64
-	nats       bool
-	floor      bool
+	gatewayBin   string
+	natsBin      string
+	remote       load.Target // set when --target-tcp is given
+	keyFile      string
+	src          string
+	out          string
+	members      int
+	small        int
+	sizes        []int
+	stepTime     time.Duration
+	perGenerator int
+	maxRate      float64
+	nats         bool
+	floor        bool
 }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "floor-server" {
 		runFloorServer(os.Args[2:])
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "gen" {
+		runGenerator()
 		return
 	}
 	cmd := "all"
@@ -69,6 +74,7 @@ func main() {
 	sizes := fs.String("idle-sizes", "1000,5000,10000,19000", "connection counts for idle")
 	fs.DurationVar(&o.stepTime, "step", 3*time.Second, "publishing time per rate step")
 	fs.Float64Var(&o.maxRate, "max-rate", 4000, "highest publish rate a ramp tries")
+	fs.IntVar(&o.perGenerator, "per-generator", 18000, "connections one load process holds; more are spread over child generator processes")
 	fs.BoolVar(&o.nats, "nats", true, "measure the nats-server baseline")
 	fs.BoolVar(&o.floor, "floor", true, "measure the raw-writer floor")
 	fs.Parse(args)

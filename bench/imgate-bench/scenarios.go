@@ -56,10 +56,7 @@ func (b *bench) idleOnce(transport string, n int) (perConn, kernelPerConn float6
 	defer g.stop()
 	time.Sleep(2 * time.Second)
 	rss0, kernel0 := g.rss(), tcpMemPages()
-	tr := load.NewTracker(n)
-	m, err := load.Open(load.Dial{Target: g.target, Transport: transport, N: n, Srcs: b.srcs,
-		Rooms:    func(i int) []string { return []string{fmt.Sprintf("idle%d", i%1000)} },
-		Progress: func(k int) { b.progress.Update("idle %s: %d/%d connections", transport, k, n) }}, tr)
+	m, err := b.open(openSpec{Target: g.target, Transport: transport, N: n, Plan: roomPlan{Kind: "idle"}}, "idle "+transport)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -102,8 +99,7 @@ func (b *bench) storm() error {
 	defer g.stop()
 	n := b.o.members
 	start := time.Now()
-	m, err := load.Open(load.Dial{Target: g.target, Transport: "tcp", N: n, Srcs: b.srcs, Concurrency: 1000,
-		Progress: func(k int) { b.progress.Update("storm: %d/%d authenticated", k, n) }}, load.NewTracker(n))
+	m, err := b.open(openSpec{Target: g.target, Transport: "tcp", N: n, Concurrency: 1000}, "storm")
 	if err != nil {
 		return err
 	}
@@ -111,10 +107,10 @@ func (b *bench) storm() error {
 	defer m.Close()
 	rate := float64(n) / wall.Seconds()
 	b.results.Set("connect_auth_per_s", rate)
-	b.results.Set("storm_p99_ms", ms(m.AuthTime.Quantile(99)))
-	b.progress.Done("storm: %d connections in %.2fs: %.0f/s, p99 connect-to-AUTH_OK %.0f ms", n, wall.Seconds(), rate, ms(m.AuthTime.Quantile(99)))
+	b.results.Set("storm_p99_ms", ms(m.AuthTime().Quantile(99)))
+	b.progress.Done("storm: %d connections in %.2fs: %.0f/s, p99 connect-to-AUTH_OK %.0f ms", n, wall.Seconds(), rate, ms(m.AuthTime().Quantile(99)))
 	b.row("storm", "connects+auth/s", rate, 0, 0)
-	b.row("storm", "p99 to AUTH_OK ms", ms(m.AuthTime.Quantile(99)), 0, 0)
+	b.row("storm", "p99 to AUTH_OK ms", ms(m.AuthTime().Quantile(99)), 0, 0)
 	return nil
 }
 
@@ -129,10 +125,7 @@ func (b *bench) rooms() error {
 	const size = 20
 	n := b.o.members / size * size
 	rooms := n / size
-	tr := load.NewTracker(n)
-	m, err := load.Open(load.Dial{Target: g.target, Transport: "tcp", N: n, Srcs: b.srcs,
-		Rooms:    func(i int) []string { return []string{fmt.Sprintf("g%d", i/size)} },
-		Progress: func(k int) { b.progress.Update("rooms: %d/%d members", k, n) }}, tr)
+	m, err := b.open(openSpec{Target: g.target, Transport: "tcp", N: n, Plan: roomPlan{Kind: "groups", Size: size}}, "rooms")
 	if err != nil {
 		return err
 	}
@@ -145,14 +138,14 @@ func (b *bench) rooms() error {
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	payload := make([]byte, 128)
-	sys := system{name: "imgate rooms", tracker: tr,
+	sys := system{name: "imgate rooms", rx: m,
 		publish: func(uint64) {
 			k := rng.IntN(rooms)
 			load.Stamp(payload, roomSeq[k])
 			roomSeq[k]++
 			g.admin.RoomPush(names[k], payload)
 		},
-		flush: func() { g.admin.Flush() }, cpu: g.cpu, dropped: m.Dropped}
+		flush: func() { g.admin.Flush() }, cpu: g.cpu}
 	r := &report.Ramp{Start: 50, Factor: 2, Max: b.o.maxRate * 4, Precision: 0.15, MaxSteps: 10}
 	var best step
 	for {
@@ -191,9 +184,7 @@ func (b *bench) unicast() error {
 	}
 	defer g.stop()
 	n := b.o.members
-	tr := load.NewTracker(n)
-	m, err := load.Open(load.Dial{Target: g.target, Transport: "tcp", N: n, Srcs: b.srcs,
-		Progress: func(k int) { b.progress.Update("unicast: %d/%d users", k, n) }}, tr)
+	m, err := b.open(openSpec{Target: g.target, Transport: "tcp", N: n}, "unicast")
 	if err != nil {
 		return err
 	}
@@ -235,13 +226,13 @@ func (b *bench) unicast() error {
 		userSeq[u]++
 		return u
 	}
-	viaHTTP := system{name: "unicast http", tracker: tr, cpu: g.cpu, dropped: m.Dropped,
+	viaHTTP := system{name: "unicast http", rx: m, cpu: g.cpu,
 		publish: func(uint64) {
 			u := pick()
 			msg := append(append(make([]byte, 0, 132), payload...), byte(u>>24), byte(u>>16), byte(u>>8), byte(u))
 			queues[u%workers] <- msg
 		}}
-	viaAdmin := system{name: "unicast admin", tracker: tr, cpu: g.cpu, dropped: m.Dropped,
+	viaAdmin := system{name: "unicast admin", rx: m, cpu: g.cpu,
 		publish: func(uint64) { u := pick(); g.admin.Push(uids[u], payload) },
 		flush:   func() { g.admin.Flush() }}
 	for _, sys := range []struct {

@@ -56,18 +56,17 @@ func (s step) deliveriesPerCPU() float64 {
 // the floor writer.
 type system struct {
 	name    string
-	tracker *load.Tracker
+	rx      receivers
 	publish func(seq uint64) // publish one stamped message
 	flush   func()
 	cpu     func() time.Duration
-	dropped func() int64
 }
 
 // run publishes count messages at rate and waits for deliveries to
 // receivers (the number of receivers each message is due at).
 func (b *bench) run(sys system, rate float64, count, receivers int, first uint64) step {
-	sys.tracker.Begin(first)
-	drop0 := sys.dropped()
+	sys.rx.Begin(first)
+	drop0 := sys.rx.Dropped()
 	cpu0 := sys.cpu()
 	st := step{rate: rate, sent: count, deliveries: int64(count) * int64(receivers)}
 	st.publish = load.Pace(rate, count, func(i int) {
@@ -76,14 +75,14 @@ func (b *bench) run(sys system, rate float64, count, receivers int, first uint64
 			sys.flush()
 		}
 		if i%50 == 0 {
-			b.progress.Update("%s: %.0f msg/s, %d/%d published, %d/%d delivered", sys.name, rate, i+1, count, sys.tracker.Received(), st.deliveries)
+			b.progress.Update("%s: %.0f msg/s, %d/%d published, %d/%d delivered", sys.name, rate, i+1, count, sys.rx.Received(), st.deliveries)
 		}
 	})
-	sys.tracker.WaitTotal(st.deliveries, 5*time.Second)
+	sys.rx.WaitTotal(st.deliveries, 5*time.Second)
 	st.cpu = sys.cpu() - cpu0
-	st.out = sys.tracker.ResultTotal(st.deliveries)
-	st.lat = sys.tracker.Latency.Snapshot()
-	st.dropped = sys.dropped() - drop0
+	st.out = sys.rx.ResultTotal(st.deliveries)
+	st.lat = sys.rx.Latency()
+	st.dropped = sys.rx.Dropped() - drop0
 	b.progress.Done("%s %s", sys.name, st)
 	return st
 }

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"encoding/json"
+
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 )
 
@@ -267,4 +269,24 @@ func (s *Sharded) Reset() {
 	for i := range s.shards {
 		s.shards[i].Reset()
 	}
+}
+
+// MarshalJSON encodes the histogram's buckets, so that generator processes
+// can send their latencies to the process that reports them.
+func (h *Histogram) MarshalJSON() ([]byte, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return json.Marshal(h.h.Export())
+}
+
+// UnmarshalJSON replaces the histogram with an encoded one.
+func (h *Histogram) UnmarshalJSON(b []byte) error {
+	var s hdrhistogram.Snapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.h = hdrhistogram.Import(&s)
+	return nil
 }

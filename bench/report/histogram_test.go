@@ -1,6 +1,7 @@
 package report
 
 import (
+	"encoding/json"
 	"math"
 	"sync"
 	"testing"
@@ -279,4 +280,26 @@ func BenchmarkShardedRecordParallel(b *testing.B) {
 			s.Record(hint, time.Duration(i%100000)*time.Microsecond)
 		}
 	})
+}
+
+func TestHistogramJSONRoundTrip(t *testing.T) {
+	h := NewHistogram()
+	for i := 1; i <= 1000; i++ {
+		h.Record(time.Duration(i) * time.Millisecond)
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Histogram
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Count() != 1000 || back.Quantile(99) != h.Quantile(99) {
+		t.Fatalf("round trip: count %d p99 %v, want 1000 %v", back.Count(), back.Quantile(99), h.Quantile(99))
+	}
+	back.Merge(h)
+	if back.Count() != 2000 {
+		t.Fatalf("merge after import: %d", back.Count())
+	}
 }
