@@ -112,7 +112,13 @@ func printBanner(srv *gateway.Server) {
 		fmt.Printf("  http     http://%s  (/count /room /session /push/* /metrics /healthz)\n", a)
 	}
 	fmt.Printf("  token    bin/imgate token --uid alice --data %s\n", cfg.DataDir)
-	fmt.Printf("  try      bin/imgate-cli --url tcp://127.0.0.1:7100 --token $(bin/imgate token --uid alice --data %s) --join lobby\n", cfg.DataDir)
+	for _, l := range srv.Listeners() {
+		if l.Kind().String() == "tcp" {
+			fmt.Printf("  try      bin/imgate-cli --url tcp://127.0.0.1:%s --token $(bin/imgate token --uid alice --data %s) --join lobby\n",
+				portOf(l.Addr().String()), cfg.DataDir)
+			break
+		}
+	}
 }
 
 func hostOf(addr string) string {
