@@ -8,8 +8,9 @@ import "sync"
 // socket is full, so frames that arrive meanwhile leave in the same write.
 type outbox struct {
 	mu       sync.Mutex
-	frames   []Frame  // nil while empty: the backing array lives in queuePool
+	frames   []Frame  // nil while empty; inline, or an array from queuePool
 	held     *[]Frame // pool handle for frames' backing array
+	inline   [1]Frame // the common case, one frame pending, needs no array at all
 	sent     int      // bytes of frames[0] already written
 	bytes    int      // unwritten bytes in the queue
 	flushing bool     // a goroutine owns the write side
@@ -73,9 +74,14 @@ func (o *outbox) startClose(last Frame) (ok, start, cut bool) {
 
 // add appends f (n wire bytes) to the queue. Caller holds mu.
 func (o *outbox) add(f Frame, n int) {
-	if o.held == nil && len(o.frames) == 0 {
+	switch {
+	case o.held == nil && len(o.frames) == 0:
+		o.frames = o.inline[:0]
+	case o.held == nil && len(o.frames) == cap(o.frames):
+		// Outgrowing the inline slot: move to a pooled array.
 		o.held = queuePool.Get().(*[]Frame)
-		o.frames = (*o.held)[:0]
+		o.frames = append((*o.held)[:0], o.frames...)
+		clear(o.inline[:])
 	}
 	o.frames = append(o.frames, f)
 	o.bytes += n
@@ -119,6 +125,7 @@ func (o *outbox) recycle() {
 		queuePool.Put(o.held)
 	}
 	o.frames, o.held = nil, nil
+	clear(o.inline[:])
 }
 
 // drop releases every queued frame. Caller holds mu and owns the write side

@@ -206,8 +206,12 @@ func (c *pollConn) Send(f Frame) error {
 // Flush writes the queue with vectored writes until it is empty or the
 // socket is full. Only the goroutine that owns the write side calls it.
 func (c *pollConn) Flush() {
-	b := iovPool.Get().(*iovBatch)
-	defer iovPool.Put(b)
+	var b *iovBatch // fetched only when more than one frame is pending
+	defer func() {
+		if b != nil {
+			iovPool.Put(b)
+		}
+	}()
 	o := &c.out
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -226,26 +230,21 @@ func (c *pollConn) Flush() {
 			}
 			return
 		}
-		n := 0
-		for i, f := range o.frames {
-			if n == maxIov {
-				break
+		var written int
+		var err error
+		if len(o.frames) == 1 {
+			// One frame pending, the common case on a quiet node: a plain
+			// write(2), no iovec.
+			w := o.frames[0].Wire(o.ws)[o.sent:]
+			o.mu.Unlock()
+			written, err = unix.Write(c.fd, w)
+			o.mu.Lock()
+		} else {
+			if b == nil {
+				b = iovPool.Get().(*iovBatch)
 			}
-			w := f.Wire(o.ws)
-			if i == 0 {
-				w = w[o.sent:]
-			}
-			if len(w) == 0 {
-				continue
-			}
-			b.iov[n].Base = &w[0]
-			b.iov[n].SetLen(len(w))
-			n++
+			written, err = c.writeQueue(b)
 		}
-		o.mu.Unlock()
-		written, err := writev(c.fd, b.iov[:n])
-		o.mu.Lock()
-		clear(b.iov[:n])
 		if written > 0 {
 			o.consume(written)
 		}
@@ -267,6 +266,33 @@ func (c *pollConn) Flush() {
 			}
 		}
 	}
+}
+
+// writeQueue writes up to maxIov queued frames with one writev, dropping
+// out.mu around the syscall. Caller holds out.mu and owns the write side.
+func (c *pollConn) writeQueue(b *iovBatch) (int, error) {
+	o := &c.out
+	n := 0
+	for i, f := range o.frames {
+		if n == maxIov {
+			break
+		}
+		w := f.Wire(o.ws)
+		if i == 0 {
+			w = w[o.sent:]
+		}
+		if len(w) == 0 {
+			continue
+		}
+		b.iov[n].Base = &w[0]
+		b.iov[n].SetLen(len(w))
+		n++
+	}
+	o.mu.Unlock()
+	written, err := writev(c.fd, b.iov[:n])
+	o.mu.Lock()
+	clear(b.iov[:n])
+	return written, err
 }
 
 func (c *pollConn) onWritable() {

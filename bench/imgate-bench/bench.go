@@ -32,9 +32,9 @@ type bench struct {
 
 // chartData collects series over the run for the charts written at the end.
 type chartData struct {
-	cdf    []report.Series // latency CDFs
-	rate   []report.Series // deliveries/s against publish rate
-	memory []report.Series // bytes per connection against N
+	cdf    map[string][]report.Series // latency CDFs by scenario
+	rate   []report.Series            // deliveries/s against publish rate
+	memory []report.Series            // bytes per connection against N
 }
 
 func newBench(o options) (*bench, error) {
@@ -45,7 +45,7 @@ func newBench(o options) (*bench, error) {
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return nil, err
 	}
-	b := &bench{o: o, srcs: srcs, results: report.NewResults(), progress: report.NewProgress(os.Stderr),
+	b := &bench{o: o, srcs: srcs, charts: chartData{cdf: map[string][]report.Series{}}, results: report.NewResults(), progress: report.NewProgress(os.Stderr),
 		table: &report.Table{Title: "imgate-bench", Header: []string{"scenario", "metric", "imgate", "nats", "floor", "imgate/nats"}}}
 	b.results.Merge(filepath.Join(o.out, "results.json"))
 	return b, nil
@@ -63,8 +63,11 @@ func (b *bench) save() error {
 		}
 		return c.WriteSVG(filepath.Join(b.o.out, name))
 	}
-	if err := write("latency_cdf.svg", report.Chart{Title: "Publish-to-receive latency (CDF)", XLabel: "latency (ms)", YLabel: "fraction of deliveries", LogX: true, Series: b.charts.cdf}); err != nil {
-		return err
+	for scenario, series := range b.charts.cdf {
+		c := report.Chart{Title: "Publish-to-receive latency (CDF): " + scenario, XLabel: "latency (ms)", YLabel: "fraction of deliveries", LogX: true, Series: series}
+		if err := write("latency_cdf_"+scenario+".svg", c); err != nil {
+			return err
+		}
 	}
 	if err := write("fanout_rate.svg", report.Chart{Title: "Room fan-out: deliveries per second against publish rate", XLabel: "publish rate (msg/s)", YLabel: "deliveries/s", LogX: true, LogY: true, Series: b.charts.rate}); err != nil {
 		return err
@@ -297,4 +300,19 @@ func (n *node) profile(d time.Duration, path string) <-chan error {
 		done <- err
 	}()
 	return done
+}
+
+// addCDF files latency series under their scenario, by name
+// ("imgate rooms ..." goes to rooms; fan-out otherwise).
+func (b *bench) addCDF(series ...report.Series) {
+	for _, s := range series {
+		scenario := "fanout"
+		switch {
+		case strings.Contains(s.Name, "rooms"):
+			scenario = "rooms"
+		case strings.Contains(s.Name, "unicast"):
+			scenario = "unicast"
+		}
+		b.charts.cdf[scenario] = append(b.charts.cdf[scenario], s)
+	}
 }

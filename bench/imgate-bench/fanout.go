@@ -85,7 +85,7 @@ func (b *bench) imgateFanout(m int) (step, error) {
 	r.Set("fanout100_p99_ms", ms(hundred.q(99)))
 	r.Set("fanout_lost", float64(one.out.Lost+hundred.out.Lost))
 	r.Set("fanout_duplicated_or_reordered", float64(one.out.Duplicated+one.out.Reordered+hundred.out.Duplicated+hundred.out.Reordered))
-	b.charts.cdf = append(b.charts.cdf, cdf(fmt.Sprintf("imgate 1 msg/s into %d", m), one.lat),
+	b.addCDF(cdf(fmt.Sprintf("imgate 1 msg/s into %d", m), one.lat),
 		cdf(fmt.Sprintf("imgate 100 msg/s into %d", small), hundred.lat))
 
 	room = "fan"
@@ -154,7 +154,7 @@ func (b *bench) natsFanout(m int) (step, error) {
 	r := b.results
 	r.Set("nats_fanout1_p99_ms", ms(one.q(99)))
 	r.Set("nats_fanout1_deliveries_per_cpu_s", one.deliveriesPerCPU())
-	b.charts.cdf = append(b.charts.cdf, cdf(fmt.Sprintf("nats-server 1 msg/s into %d", m), one.lat))
+	b.addCDF(cdf(fmt.Sprintf("nats-server 1 msg/s into %d", m), one.lat))
 	// Reconnects are off: a subscriber nats-server cut as a slow consumer
 	// is gone, so a failed step reopens them all before the next one.
 	reopen := func() error {
@@ -239,7 +239,7 @@ func (b *bench) floorFanout(m int) (step, error) {
 	r.Set("floor_deliveries_per_cpu_s", one.deliveriesPerCPU())
 	r.Set("floor_batch10_deliveries_per_cpu_s", batched.deliveriesPerCPU())
 	r.Set("floor_p99_ms", ms(one.q(99)))
-	b.charts.cdf = append(b.charts.cdf, cdf(fmt.Sprintf("floor (raw writes) into %d", m), one.lat))
+	b.addCDF(cdf(fmt.Sprintf("floor (raw writes) into %d", m), one.lat))
 	b.progress.Done("floor: round %.1f ms, %.0f deliveries/CPU-s (%.0f with 10 per write), lost %d",
 		b.get("floor_round_ms"), one.deliveriesPerCPU(), batched.deliveriesPerCPU(), one.out.Lost+batched.out.Lost)
 	return one, nil

@@ -168,7 +168,7 @@ func (b *bench) rooms() error {
 	b.results.Set("rooms_deliveries_per_cpu_s", best.deliveriesPerCPU())
 	if best.lat != nil {
 		b.results.Set("rooms_p99_ms", ms(best.q(99)))
-		b.charts.cdf = append(b.charts.cdf, cdf(fmt.Sprintf("imgate rooms of 20, %.0f msg/s", best.rate), best.lat))
+		b.addCDF(cdf(fmt.Sprintf("imgate rooms of 20, %.0f msg/s", best.rate), best.lat))
 	}
 	b.row("rooms", "max msg/s (rooms of 20)", best.rate, 0, 0)
 	b.row("rooms", "deliveries/CPU-s", best.deliveriesPerCPU(), 0, 0)
@@ -261,7 +261,7 @@ func (b *bench) unicast() error {
 		b.results.Set(sys.key+"_per_cpu_s", best.deliveriesPerCPU())
 		if best.lat != nil {
 			b.results.Set(sys.key+"_p99_ms", ms(best.q(99)))
-			b.charts.cdf = append(b.charts.cdf, cdf(fmt.Sprintf("imgate %s, %.0f/s", sys.sys.name, best.rate), best.lat))
+			b.addCDF(cdf(fmt.Sprintf("imgate %s, %.0f/s", sys.sys.name, best.rate), best.lat))
 		}
 		b.row(sys.key, "max pushes/s", best.rate, 0, 0)
 		b.row(sys.key, "pushes/CPU-s", best.deliveriesPerCPU(), 0, 0)
