@@ -316,3 +316,15 @@ func (b *bench) addCDF(series ...report.Series) {
 		b.charts.cdf[scenario] = append(b.charts.cdf[scenario], s)
 	}
 }
+
+// slabBytes reads Slab from /proc/meminfo (kernel object caches).
+func slabBytes() int64 {
+	data, _ := os.ReadFile("/proc/meminfo")
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Slab:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}

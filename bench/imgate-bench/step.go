@@ -90,7 +90,7 @@ func (b *bench) run(sys system, rate float64, count, receivers int, first uint64
 // ramp raises the rate until a step fails, then bisects; reopen restores
 // receivers that a failed step had disconnected.
 func (b *bench) ramp(sys system, receivers int, seq *uint64, reopen func() error) (best step, steps []step) {
-	r := &report.Ramp{Start: 4, Factor: 2, Max: b.o.maxRate, Precision: 0.1, MaxSteps: 12}
+	r := &report.Ramp{Start: 1, Factor: 2, Max: b.o.maxRate, Precision: 0.1, MaxSteps: 14}
 	for {
 		rate, ok := r.Next()
 		if !ok {
