@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -84,4 +85,34 @@ func parseVmRSS(status []byte) (int64, error) {
 		return int64(kb) << 10, nil
 	}
 	return 0, errors.New("no VmRSS (a zombie or kernel thread?)")
+}
+
+// TCPMemPages reads the TCP "mem" field (pages of socket buffers) of
+// /proc/net/sockstat.
+func TCPMemPages() int {
+	data, _ := os.ReadFile("/proc/net/sockstat")
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == "TCP:" {
+			for i := 1; i+1 < len(f); i += 2 {
+				if f[i] == "mem" {
+					n, _ := strconv.Atoi(f[i+1])
+					return n
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// SlabBytes reads Slab from /proc/meminfo: the kernel object caches where
+// socket structures (sock, inode, file, epoll item) live.
+func SlabBytes() int64 {
+	data, _ := os.ReadFile("/proc/meminfo")
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Slab:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
 }

@@ -31,6 +31,8 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"imgate/bench/baseline"
+	"imgate/bench/load"
 	"imgate/gateway"
 	"imgate/proto"
 )
@@ -50,7 +52,7 @@ func main() {
 	workers := flag.Int("workers", 64, "concurrent connection setups")
 	flag.Parse()
 
-	srcs, err := parseRange(*src)
+	srcs, err := load.ParseSources(*src)
 	check(err)
 	results := map[string]float64{}
 	fmt.Printf("%-4s %7s %12s %12s %14s %14s\n", "tr", "conns", "rss_base_kb", "rss_kb", "bytes/conn", "kernel_b/conn")
@@ -120,7 +122,7 @@ func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers
 	}
 	time.Sleep(settle)
 	r.baseKB = rssKB(proc.Pid)
-	kernelBase := tcpMemPages()
+	kernelBase := baseline.TCPMemPages()
 
 	conns := make([]net.Conn, n)
 	var next, failed atomic.Int64
@@ -160,7 +162,7 @@ func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers
 	time.Sleep(settle)
 	r.rssKB = rssKB(proc.Pid)
 	r.perConn = float64(r.rssKB-r.baseKB) * 1024 / float64(n)
-	r.kernelPerConn = float64(tcpMemPages()-kernelBase) * float64(os.Getpagesize()) / float64(2*n) // both ends are on this host
+	r.kernelPerConn = float64(baseline.TCPMemPages()-kernelBase) * float64(os.Getpagesize()) / float64(2*n) // both ends are on this host
 	for _, c := range conns {
 		if c != nil {
 			c.Close()
@@ -248,39 +250,6 @@ func rssKB(pid int) int {
 		}
 	}
 	return 0
-}
-
-// tcpMemPages reads the TCP "mem" field (pages) of /proc/net/sockstat.
-func tcpMemPages() int {
-	data, _ := os.ReadFile("/proc/net/sockstat")
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "TCP:") {
-			f := strings.Fields(line)
-			for i := 1; i+1 < len(f); i += 2 {
-				if f[i] == "mem" {
-					n, _ := strconv.Atoi(f[i+1])
-					return n
-				}
-			}
-		}
-	}
-	return 0
-}
-
-func parseRange(s string) ([]net.IP, error) {
-	lo, hi, ok := strings.Cut(s, "-")
-	a, b := net.ParseIP(lo).To4(), net.ParseIP(hi).To4()
-	if !ok {
-		b = a
-	}
-	if a == nil || b == nil || a[0] != b[0] || a[1] != b[1] || a[2] != b[2] || a[3] > b[3] {
-		return nil, fmt.Errorf("--src %q: want A.B.C.x-A.B.C.y", s)
-	}
-	var out []net.IP
-	for i := int(a[3]); i <= int(b[3]); i++ {
-		out = append(out, net.IPv4(a[0], a[1], a[2], byte(i)))
-	}
-	return out, nil
 }
 
 func freePort() int {

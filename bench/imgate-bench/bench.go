@@ -38,7 +38,7 @@ type chartData struct {
 }
 
 func newBench(o options) (*bench, error) {
-	srcs, err := parseRange(o.src)
+	srcs, err := load.ParseSources(o.src)
 	if err != nil {
 		return nil, err
 	}
@@ -231,38 +231,6 @@ func waitListen(addr string) error {
 	return fmt.Errorf("nothing listens on %s", addr)
 }
 
-func parseRange(s string) ([]net.IP, error) {
-	lo, hi, ok := strings.Cut(s, "-")
-	a, c := net.ParseIP(lo).To4(), net.ParseIP(hi).To4()
-	if !ok {
-		c = a
-	}
-	if a == nil || c == nil || a[0] != c[0] || a[1] != c[1] || a[2] != c[2] || a[3] > c[3] {
-		return nil, fmt.Errorf("--src %q: want A.B.C.x-A.B.C.y", s)
-	}
-	var out []net.IP
-	for i := int(a[3]); i <= int(c[3]); i++ {
-		out = append(out, net.IPv4(a[0], a[1], a[2], byte(i)))
-	}
-	return out, nil
-}
-
-// tcpMemPages reads the TCP "mem" field (pages) of /proc/net/sockstat.
-func tcpMemPages() int {
-	data, _ := os.ReadFile("/proc/net/sockstat")
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 0 && f[0] == "TCP:" {
-			for i := 1; i+1 < len(f); i += 2 {
-				if f[i] == "mem" {
-					n, _ := strconv.Atoi(f[i+1])
-					return n
-				}
-			}
-		}
-	}
-	return 0
-}
-
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // get reads a result, 0 when absent.
@@ -315,16 +283,4 @@ func (b *bench) addCDF(series ...report.Series) {
 		}
 		b.charts.cdf[scenario] = append(b.charts.cdf[scenario], s)
 	}
-}
-
-// slabBytes reads Slab from /proc/meminfo (kernel object caches).
-func slabBytes() int64 {
-	data, _ := os.ReadFile("/proc/meminfo")
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Slab:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
 }

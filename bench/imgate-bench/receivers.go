@@ -63,7 +63,7 @@ type openSpec struct {
 
 // openMembers opens spec's members here (load.Open) with a tracker.
 func openMembers(spec openSpec, progress func(int)) (*localReceivers, error) {
-	srcs, err := parseRange(spec.Src)
+	srcs, err := load.ParseSources(spec.Src)
 	if err != nil {
 		return nil, err
 	}

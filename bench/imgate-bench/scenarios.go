@@ -55,7 +55,7 @@ func (b *bench) idleOnce(transport string, n int) (perConn, kernelPerConn float6
 	}
 	defer g.stop()
 	time.Sleep(2 * time.Second)
-	rss0, kernel0, slab0 := g.rss(), tcpMemPages(), slabBytes()
+	rss0, kernel0, slab0 := g.rss(), baseline.TCPMemPages(), baseline.SlabBytes()
 	m, err := b.open(openSpec{Target: g.target, Transport: transport, N: n, Plan: roomPlan{Kind: "idle"}}, "idle "+transport)
 	if err != nil {
 		return 0, 0, err
@@ -63,10 +63,10 @@ func (b *bench) idleOnce(transport string, n int) (perConn, kernelPerConn float6
 	defer m.Close()
 	time.Sleep(3 * time.Second)
 	perConn = float64(g.rss()-rss0) / float64(n)
-	kernelPerConn = float64(tcpMemPages()-kernel0) * 4096 / float64(2*n) // both ends are on this host
+	kernelPerConn = float64(baseline.TCPMemPages()-kernel0) * 4096 / float64(2*n) // both ends are on this host
 	// Socket structures (sock, inode, file, epoll item...) live in slab
 	// caches, not in sockstat's buffer pages; both ends are on this host.
-	slabPerConn := float64(slabBytes()-slab0) / float64(2*n)
+	slabPerConn := float64(baseline.SlabBytes()-slab0) / float64(2*n)
 	b.results.Set(fmt.Sprintf("kernel_slab_bytes_per_conn_%s_%d", transport, n), slabPerConn)
 	b.progress.Done("idle %s: %d connections, %.0f bytes each (kernel buffers %.0f, slab %.0f)", transport, n, perConn, kernelPerConn, slabPerConn)
 	return perConn, kernelPerConn, nil

@@ -104,15 +104,7 @@ func (t *Tracker) Received() int64 {
 // Wait waits until every receiver got want messages of this step or the
 // timeout passes; it reports whether all arrived.
 func (t *Tracker) Wait(want int64, timeout time.Duration) bool {
-	total := want * int64(len(t.got))
-	deadline := time.Now().Add(timeout)
-	for t.Received() < total {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
+	return t.WaitTotal(want*int64(len(t.got)), timeout)
 }
 
 // WaitTotal waits until total messages arrived over all receivers (for
