@@ -45,10 +45,11 @@ type frameConn interface {
 type dialFunc func(ctx context.Context, u *url.URL, cfg *Config) (frameConn, error)
 
 var dialers = map[string]dialFunc{
-	"tcp": dialTCP,
-	"tls": dialTLS,
-	"ws":  dialWS,
-	"wss": dialWS,
+	"tcp":  dialTCP,
+	"tls":  dialTLS,
+	"ws":   dialWS,
+	"wss":  dialWS,
+	"quic": dialQUIC,
 }
 
 // endpoint is a parsed Config.Endpoints entry.

@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"crypto/tls"
+
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/quic-go/quic-go"
 	"io"
 	"net"
 	"net/http"
@@ -37,7 +40,7 @@ const e2eSecret = "0123456789abcdef0123456789abcdef"
 var e2eKey = KeyConfig{ID: "k1", Alg: AlgHS256, Secret: e2eSecret}
 
 // e2eKinds are the transports every case runs over.
-var e2eKinds = []transport.Kind{transport.KindTCP, transport.KindWS}
+var e2eKinds = []transport.Kind{transport.KindTCP, transport.KindWS, transport.KindQUIC}
 
 // e2eWait is how long a test waits for something that should happen at once
 // (generous: the race detector on two shared cores is slow).
@@ -64,7 +67,7 @@ type e2eServer struct {
 func e2eConfig(t testing.TB) Config {
 	return Config{
 		NodeID:    "e2e-node",
-		Listen:    []string{"tcp://127.0.0.1:0", "ws://127.0.0.1:0/ws"},
+		Listen:    []string{"tcp://127.0.0.1:0", "ws://127.0.0.1:0/ws", "quic://127.0.0.1:0"},
 		AdminAddr: "",
 		HTTPAddr:  "127.0.0.1:0", // for /metrics
 		DataDir:   t.TempDir(),
@@ -96,6 +99,8 @@ func newE2EServer(t testing.TB, edit func(*Config)) *e2eServer {
 			es.urls[l.Kind()] = l.Addr().String()
 		case transport.KindWS:
 			es.urls[l.Kind()] = l.URL()
+		case transport.KindQUIC:
+			es.urls[l.Kind()] = l.Addr().String()
 		}
 	}
 	if es.urls[transport.KindTCP] == "" || es.urls[transport.KindWS] == "" {
@@ -198,6 +203,20 @@ func (s *e2eServer) tryDial(kind transport.Kind, o e2eDialOptions) (*e2eClient, 
 			io.Reader
 			io.Writer
 		}{br, &e2eLockedConn{c}}
+	case transport.KindQUIC:
+		ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
+		defer cancel()
+		qc, err := quic.DialAddr(ctx, s.urls[kind], &tls.Config{InsecureSkipVerify: true, NextProtos: []string{transport.ALPN}}, nil)
+		if err != nil {
+			return nil, err
+		}
+		st, err := qc.OpenStreamSync(ctx)
+		if err != nil {
+			qc.CloseWithError(0, "")
+			return nil, err
+		}
+		conn := &e2eQUICConn{Stream: st, conn: qc}
+		c.conn, c.r = conn, bufio.NewReader(conn)
 	default:
 		return nil, fmt.Errorf("no e2e client for %v", kind)
 	}
@@ -416,7 +435,21 @@ func (c *e2eClient) expectClose(code proto.Code, cause uint32) {
 
 func (c *e2eClient) expectCloseStatus(code proto.Code, cause uint32, status ws.StatusCode) {
 	c.t.Helper()
-	f := c.next()
+	f, err := c.read(e2eWait)
+	if c.kind == transport.KindQUIC && err != nil {
+		// QUIC discards stream data a client has not read once the server
+		// closes the connection (or the client never opened its stream);
+		// the connection close itself carries the same code (§11.3).
+		var ae *quic.ApplicationError
+		if !errors.As(err, &ae) || !ae.Remote || ae.ErrorCode != quic.ApplicationErrorCode(code) {
+			c.t.Fatalf("quic: connection ended with %v, want CLOSE %v or a connection close with code %d", err, code, code)
+		}
+		c.conn.Close()
+		return
+	}
+	if err != nil {
+		c.t.Fatalf("%v: reading a frame: %v", c.kind, err)
+	}
 	e, err := proto.ParseError(f.Body)
 	if f.Op != proto.OpClose || f.Flags != 0 || f.SVID != 0 || (f.Seq != 0 && f.Seq != cause) || err != nil || e.Code != code {
 		c.t.Fatalf("%v: got %s, want CLOSE %v (seq 0 or %d)", c.kind, e2eShow(f), code, cause)
@@ -446,6 +479,14 @@ func (c *e2eClient) expectEnd(status ws.StatusCode) {
 			c.t.Fatalf("%v: connection ended with %v, want a WebSocket close with status %d", c.kind, err, status)
 		}
 		return
+	}
+	if c.kind == transport.KindQUIC {
+		// After the stream's FIN the server closes the connection; a read
+		// sees one or the other.
+		var ae *quic.ApplicationError
+		if err == io.EOF || errors.As(err, &ae) && ae.Remote {
+			return
+		}
 	}
 	if err != io.EOF {
 		c.t.Fatalf("%v: connection ended with %v, want EOF", c.kind, err)
@@ -573,4 +614,17 @@ func (s *e2eServer) expectCounter(want float64, name string, labels ...string) {
 func (s *e2eServer) conns() int {
 	n, _ := s.Registry().Counts()
 	return n
+}
+
+// e2eQUICConn is a QUIC connection's one stream as a net.Conn.
+type e2eQUICConn struct {
+	*quic.Stream
+	conn *quic.Conn
+}
+
+func (c *e2eQUICConn) LocalAddr() net.Addr  { return c.conn.LocalAddr() }
+func (c *e2eQUICConn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
+func (c *e2eQUICConn) Close() error {
+	c.Stream.Close()
+	return c.conn.CloseWithError(0, "")
 }

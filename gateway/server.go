@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,12 +86,21 @@ func (s *Server) Start() error {
 	}
 	s.engine = engine
 	var tlsCfg *tls.Config
-	if s.cfg.TLSCert != "" {
+	switch {
+	case s.cfg.TLSCert != "":
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
 		if err != nil {
 			s.Close()
 			return fmt.Errorf("tls certificate: %w", err)
 		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	case s.needsTLS():
+		cert, path, err := devCertificate(s.cfg.DataDir)
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("development certificate: %w", err)
+		}
+		s.log.Warn("no TLS certificate configured: using a generated self-signed one (set tls_cert/tls_key in production)", "cert", path)
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	for _, u := range s.cfg.Listen {
@@ -130,6 +140,18 @@ func (s *Server) Start() error {
 	}
 	go s.heartbeats()
 	return nil
+}
+
+// needsTLS reports a listener that cannot run without a certificate.
+func (s *Server) needsTLS() bool {
+	for _, u := range s.cfg.Listen {
+		for _, scheme := range []string{"tls://", "wss://", "quic://"} {
+			if strings.HasPrefix(u, scheme) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *Server) addCloser(fn func() error) {

@@ -77,7 +77,8 @@ func (e *Engine) conn(fd int) *pollConn {
 }
 
 // Listen starts a listener for rawURL: tcp://host:port, ws://host:port/path,
-// tls://host:port or wss://host:port/path. TLS kinds need tlsCfg.
+// tls://host:port, wss://host:port/path or quic://host:port (UDP). TLS kinds
+// and QUIC need tlsCfg.
 func (e *Engine) Listen(rawURL string, h Handler, tlsCfg *tls.Config) (Listener, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -93,8 +94,16 @@ func (e *Engine) Listen(rawURL string, h Handler, tlsCfg *tls.Config) (Listener,
 		kind = KindTLS
 	case "wss":
 		kind = KindWSS
+	case "quic":
+		l, err := e.listenQUIC(u.Host, h, tlsCfg)
+		if err == nil {
+			e.mu.Lock()
+			e.listeners = append(e.listeners, l)
+			e.mu.Unlock()
+		}
+		return l, err
 	default:
-		return nil, fmt.Errorf("listen %q: unknown scheme %q (want tcp, ws, tls, wss)", rawURL, u.Scheme)
+		return nil, fmt.Errorf("listen %q: unknown scheme %q (want tcp, ws, tls, wss, quic)", rawURL, u.Scheme)
 	}
 	path := u.Path
 	if path == "" {

@@ -207,11 +207,14 @@ func (c *streamConn) flushLoop() {
 			}
 			buf = append(buf, w...)
 		}
+		// The chunk is copied out: it leaves the queue now, as bytes handed
+		// to a kernel socket would, so the queue limit counts only what
+		// waits behind the write in progress.
+		o.consume(len(buf))
 		o.mu.Unlock()
 		c.nc.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
-		n, err := c.nc.Write(buf)
+		_, err := c.nc.Write(buf)
 		o.mu.Lock()
-		o.consume(n)
 		if err != nil {
 			o.drop()
 			o.closing = true
@@ -225,6 +228,11 @@ func (c *streamConn) flushLoop() {
 }
 
 func (c *streamConn) Close(last Frame) {
+	if cf, ok := last.(codedFrame); ok {
+		if cc, ok := c.nc.(closeCoder); ok {
+			cc.setCloseCode(cf.code, cf.reason)
+		}
+	}
 	ok, start, _ := c.out.startClose(closingFrame(last, c.codec.ws))
 	if !ok {
 		return

@@ -130,6 +130,10 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// WriteTimeout bounds one blocking write on goroutine transports.
 	WriteTimeout time.Duration
+	// QUICIdleTimeout closes a QUIC connection after this long without a
+	// packet; keep it above two heartbeat intervals so imgate's heartbeat
+	// decides liveness.
+	QUICIdleTimeout time.Duration
 	// Linger is how long a closing connection waits for the peer to read its
 	// last frame before it is cut.
 	Linger time.Duration
@@ -147,6 +151,7 @@ func DefaultConfig() Config {
 		HandshakeTimeout: 10 * time.Second,
 		WriteTimeout:     10 * time.Second,
 		Linger:           2 * time.Second,
+		QUICIdleTimeout:  90 * time.Second,
 	}
 }
 
@@ -182,6 +187,9 @@ func (c Config) withDefaults() Config {
 	if c.Linger <= 0 {
 		c.Linger = d.Linger
 	}
+	if c.QUICIdleTimeout <= 0 {
+		c.QUICIdleTimeout = d.QUICIdleTimeout
+	}
 	return c
 }
 
@@ -197,6 +205,19 @@ func (r rawFrame) Release()         {}
 // docs/PROTOCOL.md §11.2 pairs with code. Pass it to Conn.Close.
 func CloseFrame(code proto.Code, reason string, ws bool) Frame {
 	return closeFrame(&proto.Error{Code: code, Msg: reason}, ws)
+}
+
+// codedFrame is a CLOSE frame that remembers its code, for transports that
+// can also carry it outside the stream (QUIC's connection close).
+type codedFrame struct {
+	rawFrame
+	code   proto.Code
+	reason string
+}
+
+// closeCoder is a net.Conn that can carry a close code of its own.
+type closeCoder interface {
+	setCloseCode(code proto.Code, reason string)
 }
 
 // closeReason is the protocol error a CLOSE frame for err carries; a
@@ -224,9 +245,9 @@ func closeFrame(err error, ws bool) Frame {
 	body := proto.AppendError(nil, code, msg)
 	frame := proto.AppendFrame(nil, proto.Header{Op: proto.OpClose}, body)
 	if !ws {
-		return rawFrame(frame)
+		return codedFrame{rawFrame(frame), code, msg}
 	}
 	out := appendWSHeader(nil, wsOpBinary, len(frame))
 	out = append(out, frame...)
-	return rawFrame(appendWSClose(out, wsCloseCodeFor(err, code), ""))
+	return codedFrame{rawFrame(appendWSClose(out, wsCloseCodeFor(err, code), "")), code, msg}
 }

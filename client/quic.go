@@ -1,0 +1,62 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// alpn is what the gateway's QUIC listener requires.
+const alpn = "imgate/1"
+
+// dialQUIC opens a QUIC connection and its one bidirectional stream, which
+// carries frames back to back like TCP. quic-go keeps the connection across
+// an address change of this client (connection migration).
+func dialQUIC(ctx context.Context, u *url.URL, cfg *Config) (frameConn, error) {
+	tc := &tls.Config{}
+	if cfg.TLSConfig != nil {
+		tc = cfg.TLSConfig.Clone()
+	}
+	tc.NextProtos = []string{alpn}
+	conn, err := quic.DialAddr(ctx, u.Host, tc, &quic.Config{
+		KeepAlivePeriod: 15 * time.Second, // keeps NAT bindings; imgate heartbeats decide liveness
+		MaxIdleTimeout:  90 * time.Second,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		conn.CloseWithError(0, "")
+		return nil, err
+	}
+	return newStreamConn(&quicStream{Stream: s, conn: conn}), nil
+}
+
+// quicStream is the stream as a net.Conn whose Close ends the connection.
+type quicStream struct {
+	*quic.Stream
+	conn *quic.Conn
+}
+
+func (s *quicStream) LocalAddr() net.Addr  { return s.conn.LocalAddr() }
+func (s *quicStream) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
+
+// Close sends the stream's FIN after what was written (a CLOSE frame, say)
+// and closes the connection a moment later: closing it at once would drop
+// stream data not yet on the wire.
+func (s *quicStream) Close() error {
+	err := s.Stream.Close()
+	go func() {
+		select {
+		case <-s.conn.Context().Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+		s.conn.CloseWithError(0, "")
+	}()
+	return err
+}
