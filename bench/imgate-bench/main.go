@@ -36,6 +36,7 @@ type options struct {
 	members      int
 	small        int
 	sizes        []int
+	idleKinds    []string
 	stepTime     time.Duration
 	perGenerator int
 	maxRate      float64
@@ -63,6 +64,7 @@ func main() {
 	fs.StringVar(&o.natsBin, "nats-bin", "bin/nats-server", "nats-server binary (built from the module when missing)")
 	fs.StringVar(&o.remote.TCP, "target-tcp", "", "remote mode: the gateway's tcp listener host:port")
 	fs.StringVar(&o.remote.WS, "target-ws", "", "remote mode: the gateway's WebSocket URL")
+	fs.StringVar(&o.remote.QUIC, "target-quic", "", "remote mode: the gateway's QUIC listener host:port")
 	fs.StringVar(&o.remote.Admin, "target-admin", "", "remote mode: the admin port host:port")
 	fs.StringVar(&o.remote.AdminPassword, "admin-password", "", "remote mode: admin password")
 	fs.StringVar(&o.remote.HTTP, "target-http", "", "remote mode: the HTTP API host:port")
@@ -72,12 +74,14 @@ func main() {
 	fs.IntVar(&o.members, "members", 19000, "connections for fanout, rooms, unicast and storm")
 	fs.IntVar(&o.small, "members-small", 10000, "room size for the 100 msg/s fan-out")
 	sizes := fs.String("idle-sizes", "1000,5000,10000,19000", "connection counts for idle")
+	idleKinds := fs.String("idle-transports", "tcp,ws", "transports for idle (tcp, ws, quic)")
 	fs.DurationVar(&o.stepTime, "step", 3*time.Second, "publishing time per rate step")
 	fs.Float64Var(&o.maxRate, "max-rate", 4000, "highest publish rate a ramp tries")
 	fs.IntVar(&o.perGenerator, "per-generator", 18000, "connections one load process holds; more are spread over child generator processes")
 	fs.BoolVar(&o.nats, "nats", true, "measure the nats-server baseline")
 	fs.BoolVar(&o.floor, "floor", true, "measure the raw-writer floor")
 	fs.Parse(args)
+	o.idleKinds = strings.Split(*idleKinds, ",")
 	for _, s := range strings.Split(*sizes, ",") {
 		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n > 0 {
 			o.sizes = append(o.sizes, n)

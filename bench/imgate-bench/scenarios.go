@@ -14,7 +14,7 @@ import (
 // for TCP and WebSocket; the same for nats-server at the largest size.
 func (b *bench) idle() error {
 	var largest int
-	for _, tr := range []string{"tcp", "ws"} {
+	for _, tr := range b.o.idleKinds {
 		series := report.Series{Name: "imgate " + tr}
 		for _, n := range b.o.sizes {
 			per, kernel, err := b.idleOnce(tr, n)
@@ -26,8 +26,11 @@ func (b *bench) idle() error {
 			if n >= largest {
 				largest = n
 				b.results.Set("idle_bytes_per_conn_"+tr, per)
-				if tr == "tcp" {
+				switch tr {
+				case "tcp":
 					b.results.Set("kernel_bytes_per_conn_tcp", kernel)
+				case "quic":
+					b.results.Set("idle_bytes_per_conn_quic", per)
 				}
 			}
 		}
@@ -45,6 +48,7 @@ func (b *bench) idle() error {
 	}
 	b.row("idle", fmt.Sprintf("bytes/conn tcp @%d", largest), b.get("idle_bytes_per_conn_tcp"), natsPer, 0)
 	b.row("idle", fmt.Sprintf("bytes/conn ws @%d", largest), b.get("idle_bytes_per_conn_ws"), natsPer, 0)
+	b.row("idle", fmt.Sprintf("bytes/conn quic @%d", largest), b.get("idle_bytes_per_conn_quic"), natsPer, 0)
 	return nil
 }
 

@@ -24,6 +24,7 @@ import (
 type Target struct {
 	TCP           string // host:port of the tcp:// listener
 	WS            string // ws://host:port/ws
+	QUIC          string // host:port of the quic:// listener
 	Admin         string // host:port of the admin port
 	AdminPassword string
 	HTTP          string // host:port of the HTTP API
@@ -33,7 +34,7 @@ type Target struct {
 // Dial describes a set of member connections to open.
 type Dial struct {
 	Target      Target
-	Transport   string // "tcp" or "ws"
+	Transport   string // "tcp", "ws" or "quic"
 	N           int
 	Srcs        []net.IP
 	UID         func(i int) string   // default "b<i>"
@@ -55,6 +56,7 @@ type Members struct {
 	// AuthTime holds dial-to-AUTH_OK times (the storm scenario's figure).
 	AuthTime *report.Histogram
 	dropped  atomic.Int64 // connections the gateway closed
+	quic     *quicDialer  // QUIC: shared UDP sockets, one per source address
 }
 
 // Open dials d.N members; t receives their pushes (t.Len() must be >= d.N).
@@ -69,6 +71,9 @@ func Open(d Dial, t *Tracker) (*Members, error) {
 		d.Srcs = []net.IP{net.IPv4(127, 0, 0, 1)}
 	}
 	m := &Members{conns: make([]net.Conn, d.N), ws: d.Transport == "ws", tracker: t, hbStop: make(chan struct{}), AuthTime: report.NewHistogram()}
+	if d.Transport == "quic" {
+		m.quic = newQUICDialer(d.Srcs)
+	}
 	var next, opened atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
@@ -115,7 +120,9 @@ func (m *Members) dialOne(d Dial, i int) (net.Conn, *bufio.Reader, error) {
 	}
 	nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: d.Srcs[i%len(d.Srcs)]}, Timeout: 30 * time.Second}
 	var c net.Conn
-	if m.ws {
+	if m.quic != nil {
+		c, err = m.quic.dial(d.Target.QUIC, i)
+	} else if m.ws {
 		wd := ws.Dialer{Timeout: 30 * time.Second, NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return nd.DialContext(ctx, network, addr)
 		}}
@@ -238,8 +245,11 @@ func (m *Members) read(i int, c net.Conn, br *bufio.Reader) {
 	}
 }
 
+// isClosed reports an error from this side's own Close (TCP, or QUIC's
+// "(local)" application close), which is not a drop by the gateway.
 func isClosed(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "use of closed network connection")
+	return err != nil && (strings.Contains(err.Error(), "use of closed network connection") ||
+		strings.Contains(err.Error(), "(local)"))
 }
 
 // Dropped counts connections the gateway closed while the test ran.
@@ -281,4 +291,7 @@ func (m *Members) Close() {
 		}
 	}
 	m.wg.Wait()
+	if m.quic != nil {
+		m.quic.close()
+	}
 }
