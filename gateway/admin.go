@@ -615,6 +615,7 @@ func (s *Server) configEntries() []configEntry {
 		{"handshake_timeout", dur(tc.HandshakeTimeout)},
 		{"write_timeout", dur(tc.WriteTimeout)},
 		{"linger", dur(tc.Linger)},
+		{"quic_idle_timeout", dur(tc.QUICIdleTimeout)},
 		{"broadcast_workers", itoa(bc.Workers)},
 		{"broadcast_shards", itoa(bc.Shards)},
 		{"broadcast_small_room", itoa(bc.SmallRoom)},

@@ -45,6 +45,7 @@ type fileConfig struct {
 		HandshakeTimeout *duration `toml:"handshake_timeout"`
 		WriteTimeout     *duration `toml:"write_timeout"`
 		Linger           *duration `toml:"linger"`
+		QUICIdleTimeout  *duration `toml:"quic_idle_timeout"`
 	} `toml:"transport"`
 	Broadcast struct {
 		Workers   *int `toml:"workers"`
@@ -122,6 +123,7 @@ func loadFile(path string, c *gateway.Config) error {
 	setDur(&t.HandshakeTimeout, f.Transport.HandshakeTimeout)
 	setDur(&t.WriteTimeout, f.Transport.WriteTimeout)
 	setDur(&t.Linger, f.Transport.Linger)
+	setDur(&t.QUICIdleTimeout, f.Transport.QUICIdleTimeout)
 	b := &c.Broadcast
 	set(&b.Workers, f.Broadcast.Workers)
 	set(&b.Shards, f.Broadcast.Shards)
