@@ -195,3 +195,43 @@ func BenchmarkRoomPushTCP(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
 	b.ReportMetric(cpu.Seconds()/deliveries*1e6, "cpu-s/M-deliveries")
 }
+
+// Listing a room while its members leave and rejoin it. The listing once
+// took session locks under a shard lock, the reverse of a leave's order;
+// the window is too narrow for this smoke test to hit reliably (it passed
+// against the old code too): the lock order documented at RoomMembers is
+// what rules the deadlock out.
+func TestRoomListingDuringJoins(t *testing.T) {
+	s, addr := newFanoutServer(t)
+	var clients []*fanoutClient
+	for i := 0; i < 40; i++ {
+		clients = append(clients, dialMember(t, s, addr, fmt.Sprintf("l%d", i), "busy"))
+	}
+	defer func() {
+		for _, c := range clients {
+			c.nc.Close()
+		}
+	}()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for round := 0; round < 5000; round++ {
+			for _, x := range s.reg.User(fmt.Sprintf("l%d", round%40), nil) {
+				x.leave("busy") // holds the session lock, waits for busy's shard
+				x.join("busy", false)
+			}
+		}
+	}()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case <-done:
+			return
+		case <-deadline:
+			t.Fatal("room listing and joins deadlocked")
+		default:
+			s.RoomMembers("busy", 0, 0)
+			s.Sessions(0)
+		}
+	}
+}

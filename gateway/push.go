@@ -188,11 +188,17 @@ func (s *Server) Session(id uint64) (SessionInfo, bool) {
 
 // Sessions lists up to limit connections (0: all), oldest first.
 func (s *Server) Sessions(limit int) []SessionInfo {
-	var out []SessionInfo
+	// Collect under the registry's shard locks, describe after: describing
+	// takes session locks, and connects and closes wait on these shards.
+	var all []*Session
 	s.reg.Each(func(x *Session) bool {
-		out = append(out, x.Info())
+		all = append(all, x)
 		return true
 	})
+	out := make([]SessionInfo, 0, len(all))
+	for _, x := range all {
+		out = append(out, x.Info())
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
@@ -201,22 +207,29 @@ func (s *Server) Sessions(limit int) []SessionInfo {
 }
 
 // RoomMembers lists up to limit members of a room, after skipping offset.
+// Members are collected under the room's shard locks and described after:
+// Info takes the session's lock, which a join holds while it waits for a
+// shard's write lock, so describing under the shard lock could deadlock.
 func (s *Server) RoomMembers(room string, offset, limit int) (total int, members []SessionInfo) {
 	r := s.hub.Room(room)
 	if r == nil {
 		return 0, nil
 	}
 	total = r.Len()
+	var picked []*Session
 	i := 0
 	r.Members(func(m broadcast.Member) bool {
 		if i >= offset {
 			if x, ok := m.(*Session); ok {
-				members = append(members, x.Info())
+				picked = append(picked, x)
 			}
 		}
 		i++
-		return limit <= 0 || len(members) < limit
+		return limit <= 0 || len(picked) < limit
 	})
+	for _, x := range picked {
+		members = append(members, x.Info())
+	}
 	return total, members
 }
 
