@@ -18,16 +18,15 @@ import (
 // Server is one gateway node: listeners, sessions, rooms and the operator
 // interfaces on top of them.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	auth     *Authenticator
-	engine   *transport.Engine
-	hub      *broadcast.Hub
-	reg      *Registry
-	ids      connIDs
-	metrics  *metrics
-	mux      *Mux
-	dispatch Dispatcher
+	cfg     Config
+	log     *slog.Logger
+	auth    *Authenticator
+	engine  *transport.Engine
+	hub     *broadcast.Hub
+	reg     *Registry
+	ids     connIDs
+	metrics *metrics
+	mux     *Mux // the Dispatcher: in-process SVID handlers, then its Fallback
 
 	mu        sync.Mutex
 	listeners []transport.Listener
@@ -66,7 +65,6 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
 	}
-	s.dispatch = s.mux
 	if cfg.EchoSVID != 0 {
 		s.mux.Handle(cfg.EchoSVID, Echo)
 	}
@@ -259,7 +257,7 @@ func (s *Server) OnFrame(c transport.Conn, f proto.Frame) error {
 		return proto.Errorf(proto.CodeInternal, "no session")
 	}
 	x.lastSeen.Store(time.Now().UnixNano())
-	s.metrics.framesIn.WithLabelValues(f.Op.String()).Inc()
+	s.metrics.framesInByOp[f.Op].Inc() // the transport only delivers known ops
 	s.metrics.bytesIn.Add(float64(proto.HeaderSize + len(f.Body)))
 	switch f.Op {
 	case proto.OpAuthOK, proto.OpPong, proto.OpReply, proto.OpError, proto.OpPush:
@@ -287,21 +285,21 @@ func (s *Server) OnFrame(c transport.Conn, f proto.Frame) error {
 		s.answer(x, f.Header, err)
 	case proto.OpUplink:
 		s.metrics.uplinks.Inc()
-		s.dispatch.Uplink(&Request{Session: x, SVID: f.SVID, Seq: f.Seq, Body: append([]byte(nil), f.Body...)})
+		s.mux.Uplink(&Request{Session: x, SVID: f.SVID, Seq: f.Seq, Body: append([]byte(nil), f.Body...)})
 	case proto.OpAck:
 		a, err := proto.ParseAck(f.Body)
 		if err != nil {
 			s.answer(x, f.Header, proto.Errorf(proto.CodeBadRequest, "%v", err))
 			return nil
 		}
-		s.dispatch.Ack(x, a)
+		s.mux.Ack(x, a)
 	case proto.OpSync:
 		q, err := proto.ParseSync(f.Body)
 		if err != nil {
 			s.answer(x, f.Header, proto.Errorf(proto.CodeBadRequest, "%v", err))
 			return nil
 		}
-		s.dispatch.Sync(&Request{Session: x, SVID: f.SVID, Seq: f.Seq}, q)
+		s.mux.Sync(&Request{Session: x, SVID: f.SVID, Seq: f.Seq}, q)
 	}
 	return nil
 }
