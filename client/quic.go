@@ -10,8 +10,8 @@ import (
 	"github.com/quic-go/quic-go"
 )
 
-// alpn is what the gateway's QUIC listener requires.
-const alpn = "imgate/1"
+// ALPN is what the gateway's QUIC listener requires.
+const ALPN = "imgate/1"
 
 // dialQUIC opens a QUIC connection and its one bidirectional stream, which
 // carries frames back to back like TCP. quic-go keeps the connection across
@@ -21,7 +21,7 @@ func dialQUIC(ctx context.Context, u *url.URL, cfg *Config) (frameConn, error) {
 	if cfg.TLSConfig != nil {
 		tc = cfg.TLSConfig.Clone()
 	}
-	tc.NextProtos = []string{alpn}
+	tc.NextProtos = []string{ALPN}
 	conn, err := quic.DialAddr(ctx, u.Host, tc, &quic.Config{
 		KeepAlivePeriod: 15 * time.Second, // keeps NAT bindings; imgate heartbeats decide liveness
 		MaxIdleTimeout:  90 * time.Second,
@@ -29,12 +29,24 @@ func dialQUIC(ctx context.Context, u *url.URL, cfg *Config) (frameConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	s, err := OpenQUICStream(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	return newStreamConn(s), nil
+}
+
+// OpenQUICStream opens the one stream of an imgate QUIC connection and
+// returns it as a net.Conn whose Close ends the connection (closing it on
+// failure). Load generators that share UDP sockets dial with their own
+// quic.Transport and call this.
+func OpenQUICStream(ctx context.Context, conn *quic.Conn) (net.Conn, error) {
 	s, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		conn.CloseWithError(0, "")
 		return nil, err
 	}
-	return newStreamConn(&quicStream{Stream: s, conn: conn}), nil
+	return &quicStream{Stream: s, conn: conn}, nil
 }
 
 // quicStream is the stream as a net.Conn whose Close ends the connection.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"imgate/client"
 )
 
 // quicDialer multiplexes many QUIC connections over one UDP socket per
@@ -52,17 +54,12 @@ func (q *quicDialer) dial(addr string, i int) (net.Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := tr.Dial(ctx, ua, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"imgate/1"}},
+	conn, err := tr.Dial(ctx, ua, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{client.ALPN}},
 		&quic.Config{KeepAlivePeriod: 15 * time.Second, MaxIdleTimeout: 90 * time.Second})
 	if err != nil {
 		return nil, err
 	}
-	s, err := conn.OpenStreamSync(ctx)
-	if err != nil {
-		conn.CloseWithError(0, "")
-		return nil, err
-	}
-	return &quicConn{Stream: s, conn: conn}, nil
+	return client.OpenQUICStream(ctx, conn)
 }
 
 func (q *quicDialer) close() {
@@ -71,16 +68,4 @@ func (q *quicDialer) close() {
 	for _, tr := range q.trs {
 		tr.Close()
 	}
-}
-
-type quicConn struct {
-	*quic.Stream
-	conn *quic.Conn
-}
-
-func (c *quicConn) LocalAddr() net.Addr  { return c.conn.LocalAddr() }
-func (c *quicConn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
-func (c *quicConn) Close() error {
-	c.Stream.Close()
-	return c.conn.CloseWithError(0, "")
 }
