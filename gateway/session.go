@@ -79,9 +79,10 @@ func (s *Session) send(f *broadcast.Frame) {
 }
 
 func (s *Session) sendFailed(err error) {
-	if errors.Is(err, transport.ErrQueueFull) {
+	// Several fan-out workers may find the queue full at once: only the
+	// kick that closes the connection is counted.
+	if errors.Is(err, transport.ErrQueueFull) && s.Kick(proto.CodeSlowConsumer, "outbound queue over its byte limit") {
 		s.srv.metrics.slowConsumers.Inc()
-		s.Kick(proto.CodeSlowConsumer, "outbound queue over its byte limit")
 	}
 }
 
