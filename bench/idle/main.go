@@ -9,10 +9,6 @@
 package main
 
 import (
-	"bufio"
-	"context"
-	"crypto/tls"
-	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -23,18 +19,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
 
 	"imgate/bench/baseline"
 	"imgate/bench/load"
 	"imgate/gateway"
-	"imgate/proto"
 )
 
 func main() {
@@ -124,120 +114,34 @@ func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers
 	r.baseKB = rssKB(proc.Pid)
 	kernelBase := baseline.TCPMemPages()
 
-	conns := make([]net.Conn, n)
-	var next, failed atomic.Int64
-	var wg sync.WaitGroup
+	// One user per connection, each in one of 1,000 rooms, like a real
+	// node: the registry and room cost per user is part of the idle cost.
+	scheme := "ws"
+	if tr == "wss" {
+		scheme = "wss"
+	}
 	start := time.Now()
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				// One user per connection, like a real node: the registry
-				// cost per user is part of the idle cost.
-				tok, err := gateway.MintToken(key, gateway.Claims{UID: "u" + strconv.Itoa(i), Expiry: time.Now().Add(time.Hour)})
-				if err == nil {
-					conns[i], err = open(dialTr, srcs[i%len(srcs)], tcpPort, wsPort, tok, "room"+strconv.Itoa(i%1000))
-				}
-				if err != nil {
-					if failed.Add(1) == 1 {
-						fmt.Fprintln(os.Stderr, "connection failed:", err)
-					}
-				}
-				if i%2000 == 1999 {
-					fmt.Fprintf(os.Stderr, "\r  %s: %d/%d connected (%.1fs)", tr, i+1, n, time.Since(start).Seconds())
-				}
-			}
-		}()
+	m, err := load.Open(load.Dial{
+		Target:      load.Target{TCP: fmt.Sprintf("127.0.0.1:%d", tcpPort), WS: fmt.Sprintf("%s://127.0.0.1:%d/ws", scheme, wsPort), Key: key},
+		Transport:   dialTr,
+		N:           n,
+		Srcs:        srcs,
+		Concurrency: workers,
+		Rooms:       func(i int) []string { return []string{"room" + strconv.Itoa(i%1000)} },
+		Progress: func(k int) {
+			fmt.Fprintf(os.Stderr, "\r  %s: %d/%d connected (%.1fs)", tr, k, n, time.Since(start).Seconds())
+		},
+	}, load.NewTracker(n))
+	if err != nil {
+		return r, err
 	}
-	wg.Wait()
-	fmt.Fprintf(os.Stderr, "\r  %s: %d/%d connected (%.1fs)\n", tr, n-int(failed.Load()), n, time.Since(start).Seconds())
-	if failed.Load() > 0 {
-		return r, fmt.Errorf("%d of %d connections failed", failed.Load(), n)
-	}
+	defer m.Close()
+	fmt.Fprintf(os.Stderr, "\r  %s: %d/%d connected (%.1fs)\n", tr, n, n, time.Since(start).Seconds())
 	time.Sleep(settle)
 	r.rssKB = rssKB(proc.Pid)
 	r.perConn = float64(r.rssKB-r.baseKB) * 1024 / float64(n)
 	r.kernelPerConn = float64(baseline.TCPMemPages()-kernelBase) * float64(os.Getpagesize()) / float64(2*n) // both ends are on this host
-	for _, c := range conns {
-		if c != nil {
-			c.Close()
-		}
-	}
 	return r, nil
-}
-
-// open dials, authenticates and joins one room, reading each answer.
-func open(tr string, src net.IP, tcpPort, wsPort int, token, room string) (net.Conn, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 10 * time.Second}
-	var c net.Conn
-	var err error
-	send := func(f []byte) error { _, err := c.Write(f); return err }
-	var br *bufio.Reader
-	recv := func() (proto.Frame, error) { return readFrame(br) }
-	if tr == "ws" || tr == "wss" {
-		wd := ws.Dialer{NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return d.DialContext(ctx, network, addr)
-		}, TLSConfig: &tls.Config{InsecureSkipVerify: true}}
-		c, _, _, err = wd.Dial(context.Background(), fmt.Sprintf("%s://127.0.0.1:%d/ws", tr, wsPort))
-		if err != nil {
-			return nil, err
-		}
-		send = func(f []byte) error { return wsutil.WriteClientBinary(c, f) }
-		recv = func() (proto.Frame, error) {
-			msg, _, err := wsutil.ReadServerData(c)
-			if err != nil {
-				return proto.Frame{}, err
-			}
-			return proto.DecodeExact(msg, proto.MaxFrameLimit)
-		}
-	} else {
-		if tr == "tls" {
-			c, err = tls.DialWithDialer(&d, "tcp", fmt.Sprintf("127.0.0.1:%d", tcpPort), &tls.Config{InsecureSkipVerify: true})
-		} else {
-			c, err = d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", tcpPort))
-		}
-		if err != nil {
-			return nil, err
-		}
-		br = bufio.NewReaderSize(c, 512)
-	}
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	steps := []struct {
-		op   proto.Op
-		body string
-		want proto.Op
-	}{{proto.OpAuth, token, proto.OpAuthOK}, {proto.OpJoin, room, proto.OpReply}, {proto.OpHeartbeat, "", proto.OpPong}}
-	for i, s := range steps {
-		if err := send(proto.AppendFrame(nil, proto.Header{Op: s.op, Seq: uint32(i + 1)}, []byte(s.body))); err != nil {
-			c.Close()
-			return nil, err
-		}
-		f, err := recv()
-		if err != nil || f.Op != s.want {
-			c.Close()
-			return nil, fmt.Errorf("%v: got %v, %v", s.op, f.Op, err)
-		}
-	}
-	c.SetDeadline(time.Time{})
-	return c, nil
-}
-
-func readFrame(r *bufio.Reader) (proto.Frame, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return proto.Frame{}, err
-	}
-	buf := make([]byte, 4+binary.BigEndian.Uint32(hdr[:]))
-	copy(buf, hdr[:])
-	if _, err := io.ReadFull(r, buf[4:]); err != nil {
-		return proto.Frame{}, err
-	}
-	return proto.DecodeExact(buf, proto.MaxFrameLimit)
 }
 
 func rssKB(pid int) int {

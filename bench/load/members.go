@@ -3,6 +3,7 @@ package load
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -33,7 +34,7 @@ type Target struct {
 // Dial describes a set of member connections to open.
 type Dial struct {
 	Target      Target
-	Transport   string // "tcp", "ws" or "quic"
+	Transport   string // "tcp", "tls", "ws", "wss" (Target.WS is then a wss:// URL) or "quic"
 	N           int
 	Srcs        []net.IP
 	UID         func(i int) string   // default "b<i>"
@@ -42,6 +43,10 @@ type Dial struct {
 	Progress    func(opened int)     // called every 1,000
 	Heartbeat   time.Duration        // 0: send none (the gateway's interval must be long)
 }
+
+// benchTLS skips certificate checks: benchmarks run against generated
+// development certificates.
+var benchTLS = &tls.Config{InsecureSkipVerify: true}
 
 // Members is a set of authenticated connections, each with one reader that
 // hands push payloads to a Tracker. A connection holds a goroutine and a
@@ -70,7 +75,7 @@ func Open(d Dial, t *Tracker) (*Members, error) {
 	if len(d.Srcs) == 0 {
 		d.Srcs = []net.IP{net.IPv4(127, 0, 0, 1)}
 	}
-	m := &Members{conns: make([]net.Conn, d.N), ws: d.Transport == "ws", tracker: t, hbStop: make(chan struct{}), AuthTime: report.NewHistogram()}
+	m := &Members{conns: make([]net.Conn, d.N), ws: d.Transport == "ws" || d.Transport == "wss", tracker: t, hbStop: make(chan struct{}), AuthTime: report.NewHistogram()}
 	if d.Transport == "quic" {
 		m.quic = newQUICDialer(d.Srcs)
 	}
@@ -123,10 +128,12 @@ func (m *Members) dialOne(d Dial, i int) (net.Conn, *bufio.Reader, error) {
 	if m.quic != nil {
 		c, err = m.quic.dial(d.Target.QUIC, i)
 	} else if m.ws {
-		wd := ws.Dialer{Timeout: 30 * time.Second, NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		wd := ws.Dialer{Timeout: 30 * time.Second, TLSConfig: benchTLS, NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return nd.DialContext(ctx, network, addr)
 		}}
 		c, _, _, err = wd.Dial(context.Background(), d.Target.WS)
+	} else if d.Transport == "tls" {
+		c, err = tls.DialWithDialer(&nd, "tcp", d.Target.TCP, benchTLS)
 	} else {
 		c, err = nd.Dial("tcp", d.Target.TCP)
 	}
