@@ -17,6 +17,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"imgate/proto"
+	"imgate/transport"
 )
 
 // frameConn is one transport connection seen as a sequence of whole frames.
@@ -50,6 +51,7 @@ var dialers = map[string]dialFunc{
 	"ws":   dialWS,
 	"wss":  dialWS,
 	"quic": dialQUIC,
+	"kcp":  dialKCP,
 }
 
 // endpoint is a parsed Config.Endpoints entry.
@@ -80,6 +82,16 @@ func parseEndpoint(raw string) (endpoint, error) {
 func dialTCP(ctx context.Context, u *url.URL, _ *Config) (frameConn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return nil, err
+	}
+	return newStreamConn(c), nil
+}
+
+// dialKCP opens a KCP session (transport.DialKCP): the URL's query picks
+// the preset and options, e.g. kcp://host:7102?preset=fast.
+func dialKCP(ctx context.Context, u *url.URL, _ *Config) (frameConn, error) {
+	c, err := transport.DialKCP(ctx, u.String())
 	if err != nil {
 		return nil, err
 	}

@@ -40,7 +40,7 @@ const e2eSecret = "0123456789abcdef0123456789abcdef"
 var e2eKey = KeyConfig{ID: "k1", Alg: AlgHS256, Secret: e2eSecret}
 
 // e2eKinds are the transports every case runs over.
-var e2eKinds = []transport.Kind{transport.KindTCP, transport.KindWS, transport.KindQUIC}
+var e2eKinds = []transport.Kind{transport.KindTCP, transport.KindWS, transport.KindKCP, transport.KindQUIC}
 
 // e2eWait is how long a test waits for something that should happen at once
 // (generous: the race detector on two shared cores is slow).
@@ -67,7 +67,7 @@ type e2eServer struct {
 func e2eConfig(t testing.TB) Config {
 	return Config{
 		NodeID:    "e2e-node",
-		Listen:    []string{"tcp://127.0.0.1:0", "ws://127.0.0.1:0/ws", "quic://127.0.0.1:0"},
+		Listen:    []string{"tcp://127.0.0.1:0", "ws://127.0.0.1:0/ws", "kcp://127.0.0.1:0", "quic://127.0.0.1:0"},
 		AdminAddr: "",
 		HTTPAddr:  "127.0.0.1:0", // for /metrics
 		DataDir:   t.TempDir(),
@@ -99,7 +99,7 @@ func newE2EServer(t testing.TB, edit func(*Config)) *e2eServer {
 			es.urls[l.Kind()] = l.Addr().String()
 		case transport.KindWS:
 			es.urls[l.Kind()] = l.URL()
-		case transport.KindQUIC:
+		case transport.KindQUIC, transport.KindKCP:
 			es.urls[l.Kind()] = l.Addr().String()
 		}
 	}
@@ -216,6 +216,12 @@ func (s *e2eServer) tryDial(kind transport.Kind, o e2eDialOptions) (*e2eClient, 
 			return nil, err
 		}
 		conn := &e2eQUICConn{Stream: st, conn: qc}
+		c.conn, c.r = conn, bufio.NewReader(conn)
+	case transport.KindKCP:
+		conn, err := transport.DialKCP(context.Background(), "kcp://"+s.urls[kind]+"?preset=fast")
+		if err != nil {
+			return nil, err
+		}
 		c.conn, c.r = conn, bufio.NewReader(conn)
 	default:
 		return nil, fmt.Errorf("no e2e client for %v", kind)

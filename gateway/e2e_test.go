@@ -159,6 +159,11 @@ func TestE2EAuthTimeout(t *testing.T) {
 		by := s.bystander(kind, "lobby")
 		start := time.Now()
 		c := s.dial(kind)
+		if kind == transport.KindKCP {
+			// KCP has no handshake: a session exists once data arrives,
+			// so this client opens one with half a frame header.
+			c.writeMessage([]byte{0, 0})
+		}
 		if kind == transport.KindQUIC {
 			// A QUIC client that never writes never shows the server its
 			// stream, so the CLOSE frame cannot reach it: the connection
@@ -526,14 +531,15 @@ func TestE2EPushTargets(t *testing.T) {
 	})
 }
 
-// TestE2ERoomOrder publishes 500 numbered messages to a room of TCP and
-// WebSocket members: each receives every one exactly once, in order.
+// TestE2ERoomOrder publishes 500 numbered messages to a room whose members
+// are spread over every transport: each receives every one exactly once, in
+// order.
 func TestE2ERoomOrder(t *testing.T) {
 	s := newE2EServer(t, nil)
 	const total = 500
 	var members []*e2eClient
-	for i := range 6 {
-		c, _ := s.login(e2eKinds[i%2], fmt.Sprintf("m%d", i), "d", nil)
+	for i := range 2 * len(e2eKinds) {
+		c, _ := s.login(e2eKinds[i%len(e2eKinds)], fmt.Sprintf("m%d", i), "d", nil)
 		c.send(proto.Header{Op: proto.OpJoin, Seq: 2}, []byte("mixed"))
 		c.expectReply(0, 2, nil)
 		members = append(members, c)
@@ -870,12 +876,12 @@ func TestE2EBurstToHealthyReader(t *testing.T) {
 		size   = 32 << 10 // 640 KiB of payload in all
 	)
 	e2eEachKind(t, func(t *testing.T, kind transport.Kind) {
-		if kind == transport.KindQUIC {
+		if kind == transport.KindQUIC || kind == transport.KindKCP {
 			// The premise is the kernel's loopback TCP buffers taking the
-			// burst; a fresh QUIC connection has only its congestion window
+			// burst; a QUIC connection or KCP session has only its window
 			// beyond the queue, so a burst over QueueBytes to it is a slow
-			// consumer by definition (docs/PROTOCOL.md §11.3).
-			t.Skip("kernel-buffered transports only: QUIC has no socket buffer behind its queue")
+			// consumer by definition (docs/PROTOCOL.md §11.3, §11.4).
+			t.Skip("kernel-buffered transports only: QUIC and KCP have no socket buffer behind their queue")
 		}
 		s := newE2EServer(t, func(c *Config) { c.Transport.QueueBytes = 2 * pushes * size })
 		c, _ := s.login(kind, "reader", "d", nil)

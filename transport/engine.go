@@ -16,6 +16,7 @@ import (
 type Stats struct {
 	AcceptErrors   atomic.Int64
 	HandshakeFails atomic.Int64
+	KCP            KCPStats
 }
 
 // Engine owns the epoll loops and the listeners that share them.
@@ -77,7 +78,8 @@ func (e *Engine) conn(fd int) *pollConn {
 }
 
 // Listen starts a listener for rawURL: tcp://host:port, ws://host:port/path,
-// tls://host:port, wss://host:port/path or quic://host:port (UDP). TLS kinds
+// tls://host:port, wss://host:port/path, kcp://host:port?preset=fast (UDP; see
+// ParseKCPOptions) or quic://host:port (UDP). TLS kinds
 // and QUIC need tlsCfg.
 func (e *Engine) Listen(rawURL string, h Handler, tlsCfg *tls.Config) (Listener, error) {
 	u, err := url.Parse(rawURL)
@@ -94,6 +96,16 @@ func (e *Engine) Listen(rawURL string, h Handler, tlsCfg *tls.Config) (Listener,
 		kind = KindTLS
 	case "wss":
 		kind = KindWSS
+	case "kcp":
+		l, err := e.listenKCP(u)
+		if err != nil {
+			return nil, err
+		}
+		e.mu.Lock()
+		e.listeners = append(e.listeners, l)
+		e.mu.Unlock()
+		l.start(h)
+		return l, nil
 	case "quic":
 		l, err := e.listenQUIC(u.Host, h, tlsCfg)
 		if err == nil {
@@ -103,7 +115,7 @@ func (e *Engine) Listen(rawURL string, h Handler, tlsCfg *tls.Config) (Listener,
 		}
 		return l, err
 	default:
-		return nil, fmt.Errorf("listen %q: unknown scheme %q (want tcp, ws, tls, wss, quic)", rawURL, u.Scheme)
+		return nil, fmt.Errorf("listen %q: unknown scheme %q (want tcp, ws, tls, wss, kcp, quic)", rawURL, u.Scheme)
 	}
 	path := u.Path
 	if path == "" {

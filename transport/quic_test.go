@@ -58,9 +58,8 @@ func TestQUICWrongALPNRefused(t *testing.T) {
 // session keeps answering.
 func TestQUICMigration(t *testing.T) {
 	e := newTestEngine(t, Config{})
-	var opened []Conn
-	h := &echoHandler{closed: make(chan error, 10)}
-	l, err := e.Listen("quic://127.0.0.1:0", &openRecorder{echoHandler: h, opened: &opened}, selfSigned(t))
+	rec := &openRecorder{echoHandler: &echoHandler{closed: make(chan error, 10)}}
+	l, err := e.Listen("quic://127.0.0.1:0", rec, selfSigned(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,22 +107,35 @@ func TestQUICMigration(t *testing.T) {
 	if f := readFrame(t, s); f.Seq != 2 || string(f.Body) != "after" {
 		t.Fatalf("after migration: %+v", f)
 	}
-	if len(opened) != 1 {
-		t.Fatalf("the server saw %d sessions, want the same one throughout", len(opened))
+	if n := len(rec.conns()); n != 1 {
+		t.Fatalf("the server saw %d sessions, want the same one throughout", n)
 	}
 	// The server follows the client to its new address. (Closing the old
 	// socket would close quic-go's Transport that owns the connection, so
 	// the test checks the server's view instead.)
 	now := udpB.LocalAddr().String()
-	waitFor(t, func() bool { return opened[0].RemoteAddr().String() == now })
+	waitFor(t, func() bool { return rec.conns()[0].RemoteAddr().String() == now })
 	if now == before {
 		t.Fatalf("the client did not move: %s", now)
 	}
 }
 
+// openRecorder is an echo handler that keeps the connections it opened.
 type openRecorder struct {
 	*echoHandler
-	opened *[]Conn
+	opened []Conn // under echoHandler.mu
 }
 
-func (o *openRecorder) OnOpen(c Conn) { *o.opened = append(*o.opened, c); o.echoHandler.OnOpen(c) }
+func (o *openRecorder) OnOpen(c Conn) {
+	o.mu.Lock()
+	o.opened = append(o.opened, c)
+	o.mu.Unlock()
+	o.echoHandler.OnOpen(c)
+}
+
+// conns returns the connections opened so far.
+func (o *openRecorder) conns() []Conn {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]Conn(nil), o.opened...)
+}

@@ -134,6 +134,9 @@ type Config struct {
 	// packet; keep it above two heartbeat intervals so imgate's heartbeat
 	// decides liveness.
 	QUICIdleTimeout time.Duration
+	// KCP is the default for kcp:// listeners; a listener URL's query
+	// (preset, interval, sndwnd, crypt, key, ...) overrides it.
+	KCP KCPOptions
 	// Linger is how long a closing connection waits for the peer to read its
 	// last frame before it is cut.
 	Linger time.Duration
