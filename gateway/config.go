@@ -18,8 +18,8 @@ type Config struct {
 	DataDir string
 
 	// Listen lists client listeners as URLs: tcp://, ws://host:port/path,
-	// tls://, wss://, quic:// (UDP). Default: tcp://0.0.0.0:7100,
-	// ws://0.0.0.0:7101/ws and quic://0.0.0.0:7103 (KCP on 7102 comes next).
+	// tls://, wss://, kcp:// and quic:// (UDP). Default: tcp://0.0.0.0:7100,
+	// ws://0.0.0.0:7101/ws, kcp://0.0.0.0:7102 and quic://0.0.0.0:7103.
 	Listen []string
 	// TLSCert and TLSKey are PEM files for tls:// and wss:// listeners.
 	TLSCert, TLSKey string
@@ -64,7 +64,7 @@ func DefaultConfig() Config {
 	return Config{
 		NodeID:            host,
 		DataDir:           "./data",
-		Listen:            []string{"tcp://0.0.0.0:7100", "ws://0.0.0.0:7101/ws", "quic://0.0.0.0:7103"},
+		Listen:            []string{"tcp://0.0.0.0:7100", "ws://0.0.0.0:7101/ws", "kcp://0.0.0.0:7102", "quic://0.0.0.0:7103"},
 		AdminAddr:         "127.0.0.1:7379",
 		HTTPAddr:          "0.0.0.0:7180",
 		Auth:              DefaultAuthConfig(),

@@ -79,6 +79,19 @@ func newMetrics(s *Server) *metrics {
 		func() float64 { _, u := s.reg.Counts(); return float64(u) }))
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "imgate", Name: "rooms", Help: "Rooms with at least one member on this node."},
 		func() float64 { return float64(s.hub.RoomCount()) }))
+	// The engine starts after the metrics: resolve its counters per scrape.
+	for _, c := range []struct {
+		name, help string
+		v          func(*transport.KCPStats) int64
+	}{
+		{"kcp_bad_datagrams_total", "KCP datagrams dropped: undecodable, wrong key or token, malformed segments.", func(k *transport.KCPStats) int64 { return k.BadDatagrams.Load() }},
+		{"kcp_sessions_refused_total", "New KCP sessions refused over the embryonic-session limit.", func(k *transport.KCPStats) int64 { return k.Refused.Load() }},
+		{"kcp_resets_total", "CLOSE datagrams sent for data of sessions this node does not know.", func(k *transport.KCPStats) int64 { return k.Resets.Load() }},
+		{"kcp_migrations_total", "KCP sessions that moved to a new client address.", func(k *transport.KCPStats) int64 { return k.Migrations.Load() }},
+	} {
+		f(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "imgate", Name: c.name, Help: c.help},
+			func() float64 { return float64(c.v(&s.EngineStats().KCP)) }))
+	}
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -123,9 +123,9 @@ func (b *bench) startGateway() (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	tcp, ws, admin, web, quicPort := freePort(), freePort(), freePort(), freePort(), freePort()
+	tcp, ws, admin, web, quicPort, kcpPort := freePort(), freePort(), freePort(), freePort(), freePort(), freePort()
 	cmd := exec.Command(b.o.gatewayBin, "gateway", "--data", dir, "--log-level", "warn",
-		"--listen", fmt.Sprintf("tcp://127.0.0.1:%d,ws://127.0.0.1:%d/ws,quic://127.0.0.1:%d", tcp, ws, quicPort),
+		"--listen", fmt.Sprintf("tcp://127.0.0.1:%d,ws://127.0.0.1:%d/ws,quic://127.0.0.1:%d,kcp://127.0.0.1:%d", tcp, ws, quicPort, kcpPort),
 		"--admin", fmt.Sprintf("127.0.0.1:%d", admin), "--http", fmt.Sprintf("127.0.0.1:%d", web),
 		"--heartbeat", "10m", "--max-conns-per-user", "16")
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
@@ -133,7 +133,7 @@ func (b *bench) startGateway() (*node, error) {
 		return nil, fmt.Errorf("start %s: %w", b.o.gatewayBin, err)
 	}
 	n := &node{cmd: cmd, pid: cmd.Process.Pid, target: load.Target{
-		TCP: fmt.Sprintf("127.0.0.1:%d", tcp), WS: fmt.Sprintf("ws://127.0.0.1:%d/ws", ws), QUIC: fmt.Sprintf("127.0.0.1:%d", quicPort),
+		TCP: fmt.Sprintf("127.0.0.1:%d", tcp), WS: fmt.Sprintf("ws://127.0.0.1:%d/ws", ws), QUIC: fmt.Sprintf("127.0.0.1:%d", quicPort), KCP: fmt.Sprintf("127.0.0.1:%d", kcpPort),
 		Admin: fmt.Sprintf("127.0.0.1:%d", admin), HTTP: fmt.Sprintf("127.0.0.1:%d", web)}}
 	if err := waitListen(n.target.TCP); err != nil {
 		n.stop()

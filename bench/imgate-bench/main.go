@@ -42,6 +42,9 @@ type options struct {
 	maxRate      float64
 	nats         bool
 	floor        bool
+	udpMembers   int
+	udpMessages  int
+	kcpPreset    string
 }
 
 func main() {
@@ -65,6 +68,7 @@ func main() {
 	fs.StringVar(&o.remote.TCP, "target-tcp", "", "remote mode: the gateway's tcp listener host:port")
 	fs.StringVar(&o.remote.WS, "target-ws", "", "remote mode: the gateway's WebSocket URL")
 	fs.StringVar(&o.remote.QUIC, "target-quic", "", "remote mode: the gateway's QUIC listener host:port")
+	fs.StringVar(&o.remote.KCP, "target-kcp", "", "remote mode: the gateway's KCP listener host:port")
 	fs.StringVar(&o.remote.Admin, "target-admin", "", "remote mode: the admin port host:port")
 	fs.StringVar(&o.remote.AdminPassword, "admin-password", "", "remote mode: admin password")
 	fs.StringVar(&o.remote.HTTP, "target-http", "", "remote mode: the HTTP API host:port")
@@ -74,7 +78,10 @@ func main() {
 	fs.IntVar(&o.members, "members", 19000, "connections for fanout, rooms, unicast and storm")
 	fs.IntVar(&o.small, "members-small", 10000, "room size for the 100 msg/s fan-out")
 	sizes := fs.String("idle-sizes", "1000,5000,10000,19000", "connection counts for idle")
-	idleKinds := fs.String("idle-transports", "tcp,ws", "transports for idle (tcp, ws, quic)")
+	idleKinds := fs.String("idle-transports", "tcp,ws", "transports for idle (tcp, ws, kcp, quic)")
+	fs.IntVar(&o.udpMembers, "udp-members", 50000, "udpscale: KCP sessions, and as many QUIC connections, held at once")
+	fs.IntVar(&o.udpMessages, "udp-messages", 5, "udpscale: messages (1/s) into each transport's room")
+	fs.StringVar(&o.kcpPreset, "kcp-preset", "fast", "KCP preset of the load side (the gateway's is its own setting)")
 	fs.DurationVar(&o.stepTime, "step", 3*time.Second, "publishing time per rate step")
 	fs.Float64Var(&o.maxRate, "max-rate", 4000, "highest publish rate a ramp tries")
 	fs.IntVar(&o.perGenerator, "per-generator", 18000, "connections one load process holds; more are spread over child generator processes")
@@ -92,11 +99,12 @@ func main() {
 	defer b.close()
 	scenarios := map[string]func() error{
 		"idle": b.idle, "fanout": b.fanout, "rooms": b.rooms, "unicast": b.unicast, "storm": b.storm,
+		"udpscale": b.udpScale, // not in all: its own make target (bench-udp-scale)
 	}
 	order := []string{"idle", "storm", "fanout", "rooms", "unicast"}
 	if cmd != "all" {
 		if _, ok := scenarios[cmd]; !ok {
-			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm)\n", cmd)
+			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm, udpscale)\n", cmd)
 			os.Exit(2)
 		}
 		order = []string{cmd}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,7 +32,7 @@ type receivers interface {
 // roomPlan says which rooms member i joins, by name, so that a child
 // process can rebuild it from JSON.
 type roomPlan struct {
-	Kind  string // "none", "fanout", "idle", "groups"
+	Kind  string // "none", "fanout", "idle", "groups", "udp-<transport>"
 	Small int    // fanout: members below it also join fan-small
 	Size  int    // groups: members per room
 }
@@ -48,6 +49,9 @@ func (p roomPlan) rooms(i int) []string {
 	case "groups":
 		return []string{fmt.Sprintf("g%d", i/p.Size)}
 	}
+	if tr, ok := strings.CutPrefix(p.Kind, "udp-"); ok {
+		return []string{"all", tr}
+	}
 	return nil
 }
 
@@ -55,6 +59,7 @@ func (p roomPlan) rooms(i int) []string {
 type openSpec struct {
 	Target      load.Target
 	Transport   string
+	KCPPreset   string
 	First, N    int
 	Src         string
 	Plan        roomPlan
@@ -68,7 +73,7 @@ func openMembers(spec openSpec, progress func(int)) (*localReceivers, error) {
 		return nil, err
 	}
 	tr := load.NewTracker(spec.N)
-	m, err := load.Open(load.Dial{Target: spec.Target, Transport: spec.Transport, N: spec.N, Srcs: srcs,
+	m, err := load.Open(load.Dial{Target: spec.Target, Transport: spec.Transport, KCPPreset: spec.KCPPreset, N: spec.N, Srcs: srcs,
 		Concurrency: spec.Concurrency,
 		UID:         func(i int) string { return fmt.Sprintf("b%d", spec.First+i) },
 		Rooms:       func(i int) []string { return spec.Plan.rooms(spec.First + i) },
@@ -93,7 +98,7 @@ func (b *bench) open(spec openSpec, label string) (receivers, error) {
 	var wg sync.WaitGroup
 	for first := 0; first < spec.N; first += per {
 		part := spec
-		part.First, part.N = first, min(per, spec.N-first)
+		part.First, part.N = spec.First+first, min(per, spec.N-first)
 		c, err := startGenerator()
 		if err != nil {
 			g.Close()

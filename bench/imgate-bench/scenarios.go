@@ -31,6 +31,8 @@ func (b *bench) idle() error {
 					b.results.Set("kernel_bytes_per_conn_tcp", kernel)
 				case "quic":
 					b.results.Set("idle_bytes_per_conn_quic", per)
+				case "kcp":
+					b.results.Set("idle_bytes_per_session_kcp", per)
 				}
 			}
 		}
@@ -60,7 +62,7 @@ func (b *bench) idleOnce(transport string, n int) (perConn, kernelPerConn float6
 	defer g.stop()
 	time.Sleep(2 * time.Second)
 	rss0, kernel0, slab0 := g.rss(), baseline.TCPMemPages(), baseline.SlabBytes()
-	m, err := b.open(openSpec{Target: g.target, Transport: transport, N: n, Plan: roomPlan{Kind: "idle"}}, "idle "+transport)
+	m, err := b.open(openSpec{Target: g.target, Transport: transport, KCPPreset: b.o.kcpPreset, N: n, Plan: roomPlan{Kind: "idle"}}, "idle "+transport)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -25,6 +25,7 @@ type Target struct {
 	TCP           string // host:port of the tcp:// listener
 	WS            string // ws://host:port/ws
 	QUIC          string // host:port of the quic:// listener
+	KCP           string // host:port of the kcp:// listener
 	Admin         string // host:port of the admin port
 	AdminPassword string
 	HTTP          string // host:port of the HTTP API
@@ -34,7 +35,8 @@ type Target struct {
 // Dial describes a set of member connections to open.
 type Dial struct {
 	Target      Target
-	Transport   string // "tcp", "tls", "ws", "wss" (Target.WS is then a wss:// URL) or "quic"
+	Transport   string // "tcp", "tls", "ws", "wss" (Target.WS is then a wss:// URL), "kcp" or "quic"
+	KCPPreset   string // KCP: the client side's preset (default normal)
 	N           int
 	Srcs        []net.IP
 	UID         func(i int) string   // default "b<i>"
@@ -62,6 +64,7 @@ type Members struct {
 	dropped  atomic.Int64 // connections the gateway closed
 	closing  atomic.Bool  // Close is ending the connections itself
 	quic     *quicDialer  // QUIC: shared UDP sockets, one per source address
+	kcp      *kcpDialers  // KCP: likewise
 }
 
 // Open dials d.N members; t receives their pushes (t.Len() must be >= d.N).
@@ -76,8 +79,11 @@ func Open(d Dial, t *Tracker) (*Members, error) {
 		d.Srcs = []net.IP{net.IPv4(127, 0, 0, 1)}
 	}
 	m := &Members{conns: make([]net.Conn, d.N), ws: d.Transport == "ws" || d.Transport == "wss", tracker: t, hbStop: make(chan struct{}), AuthTime: report.NewHistogram()}
-	if d.Transport == "quic" {
+	switch d.Transport {
+	case "quic":
 		m.quic = newQUICDialer(d.Srcs)
+	case "kcp":
+		m.kcp = newKCPDialers(d.Srcs, d.KCPPreset)
 	}
 	var next, opened atomic.Int64
 	var firstErr atomic.Value
@@ -127,6 +133,8 @@ func (m *Members) dialOne(d Dial, i int) (net.Conn, *bufio.Reader, error) {
 	var c net.Conn
 	if m.quic != nil {
 		c, err = m.quic.dial(d.Target.QUIC, i)
+	} else if m.kcp != nil {
+		c, err = m.kcp.dial(d.Target.KCP, i)
 	} else if m.ws {
 		wd := ws.Dialer{Timeout: 30 * time.Second, TLSConfig: benchTLS, NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return nd.DialContext(ctx, network, addr)
@@ -292,6 +300,9 @@ func (m *Members) Close() {
 		}
 	}
 	m.wg.Wait()
+	if m.kcp != nil {
+		m.kcp.close()
+	}
 	if m.quic != nil {
 		m.quic.close()
 	}

@@ -46,6 +46,10 @@ type fileConfig struct {
 		WriteTimeout     *duration `toml:"write_timeout"`
 		Linger           *duration `toml:"linger"`
 		QUICIdleTimeout  *duration `toml:"quic_idle_timeout"`
+		KCPPreset        *string   `toml:"kcp_preset"`
+		KCPCrypt         *string   `toml:"kcp_crypt"`
+		KCPKey           *string   `toml:"kcp_key"`
+		KCPMaxEmbryonic  *int      `toml:"kcp_max_embryonic"`
 	} `toml:"transport"`
 	Broadcast struct {
 		Workers   *int `toml:"workers"`
@@ -124,6 +128,10 @@ func loadFile(path string, c *gateway.Config) error {
 	setDur(&t.WriteTimeout, f.Transport.WriteTimeout)
 	setDur(&t.Linger, f.Transport.Linger)
 	setDur(&t.QUICIdleTimeout, f.Transport.QUICIdleTimeout)
+	set(&t.KCP.Preset, f.Transport.KCPPreset)
+	set(&t.KCP.Crypt, f.Transport.KCPCrypt)
+	set(&t.KCP.Key, f.Transport.KCPKey)
+	set(&t.KCP.MaxEmbryonic, f.Transport.KCPMaxEmbryonic)
 	b := &c.Broadcast
 	set(&b.Workers, f.Broadcast.Workers)
 	set(&b.Shards, f.Broadcast.Shards)

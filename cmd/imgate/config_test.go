@@ -16,7 +16,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err := loadFile(filepath.Join("..", "..", "docs", "imgate.example.toml"), &cfg); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.NodeID != "edge-1" || cfg.HeartbeatInterval != 30*time.Second || cfg.Transport.QUICIdleTimeout != 90*time.Second || len(cfg.Listen) != 3 {
+	if cfg.NodeID != "edge-1" || cfg.HeartbeatInterval != 30*time.Second || cfg.Transport.QUICIdleTimeout != 90*time.Second || len(cfg.Listen) != 4 {
 		t.Fatalf("example not applied: %+v", cfg)
 	}
 }
