@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 TESTFLAGS ?= -race -count=1 -timeout 14m
 FUZZTIME  ?= 60s
 
-.PHONY: all build run test test-short bench fuzz lint clean
+.PHONY: all build run test test-short bench bench-udp-scale fuzz lint clean
 
 all: build
 
@@ -38,11 +38,18 @@ bench: build
 	$(BIN)/imgate-bench all --out bench/out
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./proto ./broadcast ./gateway
 
+# Past the descriptor limit: 50,000 KCP sessions and 50,000 QUIC connections
+# on one gateway process at once, then room pushes to each and to all.
+bench-udp-scale: build
+	$(BIN)/imgate-bench udpscale --out bench/out
+
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) -parallel 1 ./proto
 	$(GO) test -run '^$$' -fuzz FuzzParseBodies -fuzztime $(FUZZTIME) -parallel 1 ./proto
 	$(GO) test -run '^$$' -fuzz FuzzStreamCodec -fuzztime $(FUZZTIME) -parallel 1 ./transport
 	$(GO) test -run '^$$' -fuzz FuzzWebSocketCodec -fuzztime $(FUZZTIME) -parallel 1 ./transport
+	$(GO) test -run '^$$' -fuzz FuzzKCPDatagram -fuzztime $(FUZZTIME) -parallel 1 ./transport
+	$(GO) test -run '^$$' -fuzz FuzzInput -fuzztime $(FUZZTIME) -parallel 1 ./transport/arq
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

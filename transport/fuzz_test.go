@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"encoding/binary"
+	"net/netip"
 	"testing"
 
 	"imgate/proto"
@@ -142,6 +143,47 @@ func FuzzWebSocketCodec(f *testing.F) {
 			if !bytes.Equal(whole.frames[i], split.frames[i]) {
 				t.Fatalf("frame %d differs when split", i)
 			}
+		}
+	})
+}
+
+// FuzzKCPDatagram feeds arbitrary datagrams to a KCP listener's socket, as
+// from a stranger: nothing may panic, and no input may open more sessions
+// than datagrams or leave one past its window.
+func FuzzKCPDatagram(f *testing.F) {
+	env := func(typ byte, token uint64, body ...byte) []byte {
+		b := make([]byte, kcpEnvelope, kcpEnvelope+len(body))
+		b[0] = typ
+		binary.BigEndian.PutUint64(b[1:], token)
+		return append(b, body...)
+	}
+	push := make([]byte, 24+4) // conv 1, push sn 0 una 0, 4 bytes
+	binary.LittleEndian.PutUint32(push, 1)
+	push[4] = 81
+	binary.LittleEndian.PutUint32(push[20:], 4)
+	f.Add(env(kcpData, 7, push...))
+	f.Add(env(kcpClose, 7, 0, 0, 0, 1, 0, 100))
+	f.Add(env(kcpData, 0, push...))
+	f.Add([]byte{0x11})
+	e, err := NewEngine(Config{Loops: 1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer e.Close()
+	ln, err := e.Listen("kcp://127.0.0.1:0", &funcHandler{}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	l := ln.(*kcpListener)
+	from := netip.MustParseAddrPort("127.0.0.1:9")
+	f.Fuzz(func(t *testing.T, dgm []byte) {
+		before := l.Sessions()
+		l.sock.handle(bytes.Clone(dgm), from)
+		if l.Sessions() > before+1 {
+			t.Fatalf("one datagram opened %d sessions", l.Sessions()-before)
+		}
+		for _, p := range l.sock.peers() {
+			p.(*kcpConn).end(ErrClosed)
 		}
 	})
 }
