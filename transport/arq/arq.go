@@ -62,10 +62,10 @@ var (
 	Normal = Config{Interval: 40, Resend: 2, NoCongest: true, SendWindow: 64, RecvWindow: 64, MTU: 1350, DeadLink: 20}
 	// Fast trades bandwidth for latency: 20 ms ticks, 30 ms minimum RTO,
 	// halved backoff, fast retransmit after two later acks.
-	Fast = Config{NoDelay: true, Interval: 20, Resend: 2, NoCongest: true, SendWindow: 128, RecvWindow: 128, MTU: 1350, DeadLink: 20}
+	Fast = Config{NoDelay: true, Interval: 20, Resend: 2, NoCongest: true, SendWindow: 128, RecvWindow: 128, MTU: 1350, DeadLink: 40}
 	// WeakNetwork is Fast with 10 ms ticks, immediate acks and more patience
 	// before declaring the link dead: for lossy, high-RTT mobile links.
-	WeakNetwork = Config{NoDelay: true, Interval: 10, Resend: 1, NoCongest: true, SendWindow: 256, RecvWindow: 256, MTU: 1350, DeadLink: 40, AckNoDelay: true}
+	WeakNetwork = Config{NoDelay: true, Interval: 10, Resend: 1, NoCongest: true, SendWindow: 256, RecvWindow: 256, MTU: 1350, DeadLink: 60, AckNoDelay: true}
 )
 
 // Preset returns the named preset: normal, fast or weak-network.
