@@ -17,6 +17,7 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/imgate-cli ./tools/imgate-cli
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/imgate-idle ./bench/idle
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/imgate-bench ./bench/imgate-bench
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/imgate-netem ./tools/imgate-netem
 
 # The single-node system with working defaults; data under ./data.
 run: build
