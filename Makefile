@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 TESTFLAGS ?= -race -count=1 -timeout 14m
 FUZZTIME  ?= 60s
 
-.PHONY: all build run test test-short bench fuzz lint clean
+.PHONY: all build run test test-short bench bench-weaknet fuzz lint clean
 
 all: build
 
@@ -38,6 +38,13 @@ test-short:
 bench: build
 	$(BIN)/imgate-bench all --out bench/out
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./proto ./broadcast ./gateway
+
+# Push latency and delivery per transport under 5% loss + 100 ms RTT and 20%
+# loss + 200 ms RTT, through the imgate-netem shim between two network
+# namespaces (root only; about 3 minutes of wall time, little CPU). Writes
+# bench/out/results.json (weaknet_* keys) and bench/out/weaknet.md.
+bench-weaknet: build
+	$(BIN)/imgate-bench weaknet --out bench/out
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) -parallel 1 ./proto

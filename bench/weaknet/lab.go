@@ -123,7 +123,7 @@ func StartLab(ctx context.Context, cfg Config, cond Condition) (_ *Lab, err erro
 	removeStale()
 	l.dir = cfg.Dir
 	if l.dir == "" {
-		if l.dir, err = os.MkdirTemp("", "imgate-weaknet"); err != nil {
+		if l.dir, err = os.MkdirTemp("", fmt.Sprintf("imgate-weaknet-%d-", os.Getpid())); err != nil {
 			return nil, err
 		}
 		l.ownDir = true

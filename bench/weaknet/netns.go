@@ -38,23 +38,34 @@ func labNames() (gw, cl namespace) {
 // staleName matches a lab namespace and captures the pid of its harness.
 var staleName = regexp.MustCompile(`^imgate-(?:gw|cl|chk)-(\d+)(?:-\d+)?$`)
 
-// removeStale deletes lab namespaces whose harness process is gone (killed
-// before its cleanup ran). Namespaces of live harnesses are left alone.
+// staleDir matches a lab's temporary directory and captures the pid.
+var staleDir = regexp.MustCompile(`^imgate-weaknet-(\d+)-\d+$`)
+
+// removeStale deletes lab namespaces and temporary directories whose harness
+// process is gone (killed before its cleanup ran). Those of live harnesses
+// are left alone.
 func removeStale() {
-	entries, err := os.ReadDir(netnsDir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		m := staleName.FindStringSubmatch(e.Name())
+	gone := func(re *regexp.Regexp, name string) bool {
+		m := re.FindStringSubmatch(name)
 		if m == nil {
-			continue
+			return false
 		}
 		pid, _ := strconv.Atoi(m[1])
-		if pid == os.Getpid() || unix.Kill(pid, 0) != unix.ESRCH {
-			continue
+		return pid != os.Getpid() && unix.Kill(pid, 0) == unix.ESRCH
+	}
+	if entries, err := os.ReadDir(netnsDir); err == nil {
+		for _, e := range entries {
+			if gone(staleName, e.Name()) {
+				namespace(e.Name()).delete()
+			}
 		}
-		namespace(e.Name()).delete()
+	}
+	if entries, err := os.ReadDir(os.TempDir()); err == nil {
+		for _, e := range entries {
+			if e.IsDir() && gone(staleDir, e.Name()) {
+				os.RemoveAll(filepath.Join(os.TempDir(), e.Name()))
+			}
+		}
 	}
 }
 

@@ -12,13 +12,13 @@ import (
 // Table is every result, one row each, for the terminal.
 func Table(results []Result) *report.Table {
 	t := &report.Table{Title: "weak network: push latency and delivery per transport",
-		Header: []string{"transport", "condition", "p50", "p99", "max", "delivered/sent", "lost", "dup", "reordered", "reconnects", "link drop"}}
+		Header: []string{"transport", "condition", "p50", "p99", "max", "delivered/sent", "lost", "dup", "reordered", "reconnects", "link drop", "note"}}
 	for _, r := range results {
 		switch {
 		case r.Err != "":
-			t.Add(r.Transport, r.Condition.String(), "FAILED: "+r.Err)
+			t.Add(r.Transport, r.Condition.String(), "-", "-", "-", "-", "-", "-", "-", "-", "-", "FAILED: "+firstLine(r.Err))
 		case !r.Available:
-			t.Add(r.Transport, r.Condition.String(), "not available: "+r.Note)
+			t.Add(r.Transport, r.Condition.String(), "-", "-", "-", "-", "-", "-", "-", "-", "-", "not available: "+firstLine(r.Note))
 		default:
 			t.Add(r.Transport, r.Condition.String(), r.Quantile(50), r.Quantile(99), r.Quantile(100),
 				fmt.Sprintf("%d/%d", r.Delivered, r.Sent), r.Lost, r.Duplicated, r.Reordered, r.Reconnects,
