@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -52,6 +53,13 @@ func TestNothingLostAtFivePercentLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A new loss pattern every run, so runs add up to coverage; the seed is
+	// logged, and IMGATE_WEAKNET_SEED replays it.
+	seed := uint64(time.Now().UnixNano())
+	if s, err := strconv.ParseUint(os.Getenv("IMGATE_WEAKNET_SEED"), 10, 64); err == nil {
+		seed = s
+	}
+	t.Logf("shim seed %d (IMGATE_WEAKNET_SEED=%d replays its loss pattern)", seed, seed)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
 	cfg := Config{
@@ -65,6 +73,7 @@ func TestNothingLostAtFivePercentLoss(t *testing.T) {
 		Duration:    3 * time.Second,
 		DialTimeout: 10 * time.Second,
 		Drain:       10 * time.Second,
+		Seed:        seed,
 		Dir:         t.TempDir(),
 		Progress:    func(line string) { t.Log(line) },
 	}
