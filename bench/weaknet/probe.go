@@ -67,10 +67,11 @@ func RunProbe(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		out.send(probeEvent{Event: "failed", Error: "--url and " + TokenEnv + " are required"})
 		return 2
 	}
-	time.AfterFunc(*maxTime, func() {
+	watchdog := time.AfterFunc(*maxTime, func() {
 		out.send(probeEvent{Event: "failed", Error: fmt.Sprintf("probe still running after --max-time %v", *maxTime)})
 		os.Exit(3)
 	})
+	defer watchdog.Stop()
 
 	tracker := load.NewTracker(1)
 	var connected atomic.Bool
