@@ -47,7 +47,7 @@ bench: build
 
 # Push latency and delivery per transport under 5% loss + 100 ms RTT and 20%
 # loss + 200 ms RTT, through the imgate-netem shim between two network
-# namespaces (root only; about 3 minutes of wall time, little CPU). Writes
+# namespaces (root only; about 4 minutes of wall time, little CPU). Writes
 # bench/out/results.json (weaknet_* keys) and bench/out/weaknet.md.
 bench-weaknet: build
 	$(BIN)/imgate-bench weaknet --out bench/out

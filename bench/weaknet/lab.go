@@ -42,7 +42,7 @@ type Config struct {
 // Defaults for zero Config fields.
 const (
 	DefaultRate        = 50
-	DefaultDuration    = 20 * time.Second
+	DefaultDuration    = 30 * time.Second
 	DefaultPayloadSize = 128
 	DefaultDialTimeout = 30 * time.Second
 	DefaultDrain       = 60 * time.Second
@@ -97,7 +97,6 @@ type Lab struct {
 	cond   Condition
 	gw, cl namespace
 	dir    string
-	ownDir bool
 
 	shim        *process
 	shimStats   chan LinkStats // the shim's stats lines, as they come
@@ -110,8 +109,8 @@ type Lab struct {
 	cleanups  []func() // run in reverse by Close
 }
 
-// StartLab sets up a lab for cond, with the listeners transports need. On
-// error everything already set up is taken down again.
+// StartLab sets up a lab for cond, with a gateway listener for each of
+// cfg.Transports. On error everything already set up is taken down again.
 func StartLab(ctx context.Context, cfg Config, cond Condition) (_ *Lab, err error) {
 	cfg = cfg.withDefaults()
 	l := &Lab{cfg: cfg, cond: cond, unavailable: map[string]string{}}
@@ -126,7 +125,6 @@ func StartLab(ctx context.Context, cfg Config, cond Condition) (_ *Lab, err erro
 		if l.dir, err = os.MkdirTemp("", fmt.Sprintf("imgate-weaknet-%d-", os.Getpid())); err != nil {
 			return nil, err
 		}
-		l.ownDir = true
 		l.cleanups = append(l.cleanups, func() { os.RemoveAll(l.dir) })
 	}
 	l.gw, l.cl = labNames()
