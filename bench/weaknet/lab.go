@@ -91,7 +91,9 @@ const (
 )
 
 // Lab is one network condition set up: the two namespaces and their TUN
-// devices, the shim between them, and the gateway. Close takes it down.
+// devices, the shim between them, and the gateway. Close takes it down. Its
+// methods are called from one goroutine, one Run at a time: the shim's link
+// and the admin connection are shared by the runs.
 type Lab struct {
 	cfg    Config
 	cond   Condition

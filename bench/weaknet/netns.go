@@ -2,7 +2,6 @@ package weaknet
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -166,7 +165,3 @@ func Available() error {
 	}
 	return nil
 }
-
-// errUnavailable marks a transport the client library or the gateway does
-// not know.
-var errUnavailable = errors.New("not available")
