@@ -2,11 +2,14 @@
 // room fan-out, group-chat rooms, unicast pushes and connection storms, each
 // next to a raw-writer floor and a real nats-server measured in the same run.
 //
-//	imgate-bench [all|idle|fanout|rooms|unicast|storm] [flags]
+//	imgate-bench [all|idle|fanout|rooms|unicast|storm|weaknet] [flags]
 //
 // By default it starts bin/imgate and bin/nats-server itself (local mode) and
 // reads their CPU and memory from /proc. With --target-tcp and friends it
 // drives a remote gateway and reads CPU and memory from the admin port's INFO.
+// weaknet (not in all; root only) measures push latency and delivery per
+// transport through the imgate-netem shim in network namespaces, and also
+// writes bench/out/weaknet.md.
 // Results: a table on the terminal, bench/out/results.json (metric -> number)
 // and SVG charts in bench/out/.
 package main
@@ -24,6 +27,7 @@ import (
 
 	"imgate/bench/baseline"
 	"imgate/bench/load"
+	"imgate/bench/weaknet"
 )
 
 type options struct {
@@ -45,6 +49,7 @@ type options struct {
 	udpMembers   int
 	udpMessages  int
 	kcpPreset    string
+	weaknet      weaknetOptions
 }
 
 func main() {
@@ -55,6 +60,11 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "gen" {
 		runGenerator()
 		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "weaknet-probe" {
+		// The client side of the weaknet scenario, started by it inside the
+		// client namespace.
+		os.Exit(weaknet.RunProbe(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	cmd := "all"
 	args := os.Args[1:]
@@ -87,6 +97,12 @@ func main() {
 	fs.IntVar(&o.perGenerator, "per-generator", 18000, "connections one load process holds; more are spread over child generator processes")
 	fs.BoolVar(&o.nats, "nats", true, "measure the nats-server baseline")
 	fs.BoolVar(&o.floor, "floor", true, "measure the raw-writer floor")
+	fs.StringVar(&o.weaknet.netemBin, "netem-bin", "bin/imgate-netem", "weaknet: the impairment shim binary")
+	fs.StringVar(&o.weaknet.transports, "weaknet-transports", "tcp,ws,quic,kcp-normal,kcp-fast,kcp-weak", "weaknet: transports, by name or name=URL with {gw} for the gateway address")
+	fs.StringVar(&o.weaknet.conditions, "weaknet-conditions", "5%/100ms,20%/200ms", "weaknet: loss/RTT[/jitter] per condition, each way")
+	fs.Float64Var(&o.weaknet.rate, "weaknet-rate", weaknet.DefaultRate, "weaknet: messages per second pushed to the client")
+	fs.DurationVar(&o.weaknet.duration, "weaknet-duration", weaknet.DefaultDuration, "weaknet: publishing time per transport and condition")
+	fs.DurationVar(&o.weaknet.drain, "weaknet-drain", weaknet.DefaultDrain, "weaknet: how long to wait for messages still in flight")
 	fs.Parse(args)
 	o.idleKinds = strings.Split(*idleKinds, ",")
 	for _, s := range strings.Split(*sizes, ",") {
@@ -100,11 +116,12 @@ func main() {
 	scenarios := map[string]func() error{
 		"idle": b.idle, "fanout": b.fanout, "rooms": b.rooms, "unicast": b.unicast, "storm": b.storm,
 		"udpscale": b.udpScale, // not in all: its own make target (bench-udp-scale)
+		"weaknet":  b.weaknet,  // not in all: root and network namespaces (bench-weaknet)
 	}
 	order := []string{"idle", "storm", "fanout", "rooms", "unicast"}
 	if cmd != "all" {
 		if _, ok := scenarios[cmd]; !ok {
-			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm, udpscale)\n", cmd)
+			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm, udpscale, weaknet)\n", cmd)
 			os.Exit(2)
 		}
 		order = []string{cmd}
@@ -123,7 +140,9 @@ func main() {
 		runtime.GC()
 		debug.FreeOSMemory()
 	}
-	b.table.Render(os.Stdout)
+	if len(b.table.Rows) > 0 {
+		b.table.Render(os.Stdout)
+	}
 	fmt.Printf("\nwrote %s and charts in %s (%.0fs)\n", filepath.Join(o.out, "results.json"), o.out, time.Since(start).Seconds())
 	if b.failed {
 		os.Exit(1)
