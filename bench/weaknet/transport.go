@@ -2,7 +2,6 @@ package weaknet
 
 import (
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -16,8 +15,9 @@ const (
 )
 
 // Transport is one row of the table: a name and the URL the probe dials,
-// where {gw} stands for GatewayAddr. The gateway listens on the same URL
-// without its query, so the KCP presets share one listener.
+// where {gw} stands for GatewayAddr. The gateway listens on the same URL:
+// each KCP preset has a port of its own, so that both ends (and above all
+// the gateway, which sends the pushes measured) run that preset.
 type Transport struct {
 	Name string
 	URL  string
@@ -29,22 +29,16 @@ var DefaultTransports = []Transport{
 	{"ws", "ws://{gw}:7101/ws"},
 	{"quic", "quic://{gw}:7103"},
 	{"kcp-normal", "kcp://{gw}:7102?preset=normal"},
-	{"kcp-fast", "kcp://{gw}:7102?preset=fast"},
-	{"kcp-weak", "kcp://{gw}:7102?preset=weak-network"},
+	{"kcp-fast", "kcp://{gw}:7104?preset=fast"},
+	{"kcp-weak", "kcp://{gw}:7105?preset=weak-network"},
 }
 
 // DialURL is the URL the probe dials.
 func (t Transport) DialURL() string { return strings.ReplaceAll(t.URL, "{gw}", GatewayAddr) }
 
-// ListenURL is the gateway listener that serves t: its URL without query.
-func (t Transport) ListenURL() string {
-	u, err := url.Parse(t.DialURL())
-	if err != nil {
-		return t.DialURL()
-	}
-	u.RawQuery, u.Fragment = "", ""
-	return u.String()
-}
+// ListenURL is the gateway listener that serves t: the same URL (a kcp://
+// query carries the listener's options too).
+func (t Transport) ListenURL() string { return t.DialURL() }
 
 // ParseTransports reads a comma-separated list whose entries are names from
 // DefaultTransports or name=URL ("kcp-turbo=kcp://{gw}:7102?preset=turbo").

@@ -17,7 +17,7 @@ func TestParseTransports(t *testing.T) {
 		ok    bool
 	}{
 		{"tcp,ws,quic", []string{"tcp", "ws", "quic"}, []string{"tcp://10.77.0.1:7100", "ws://10.77.0.1:7101/ws", "quic://10.77.0.1:7103"}, true},
-		{" kcp-fast ", []string{"kcp-fast"}, []string{"kcp://10.77.0.1:7102?preset=fast"}, true},
+		{" kcp-fast ", []string{"kcp-fast"}, []string{"kcp://10.77.0.1:7104?preset=fast"}, true},
 		{"tcp,kcp-turbo=kcp://{gw}:7102?preset=turbo", []string{"tcp", "kcp-turbo"}, []string{"tcp://10.77.0.1:7100", "kcp://10.77.0.1:7102?preset=turbo"}, true},
 		{"sctp", nil, nil, false},
 		{"x=nourl", nil, nil, false},
@@ -40,15 +40,16 @@ func TestParseTransports(t *testing.T) {
 	}
 }
 
-func TestListenURLDropsQuery(t *testing.T) {
-	// The KCP presets are client settings on one listener.
+func TestListenURLKeepsPresets(t *testing.T) {
+	// Each KCP preset is a listener of its own: the gateway sends the pushes.
 	var listen []string
 	for _, tr := range DefaultTransports {
 		if u := tr.ListenURL(); !slices.Contains(listen, u) {
 			listen = append(listen, u)
 		}
 	}
-	want := []string{"tcp://10.77.0.1:7100", "ws://10.77.0.1:7101/ws", "quic://10.77.0.1:7103", "kcp://10.77.0.1:7102"}
+	want := []string{"tcp://10.77.0.1:7100", "ws://10.77.0.1:7101/ws", "quic://10.77.0.1:7103",
+		"kcp://10.77.0.1:7102?preset=normal", "kcp://10.77.0.1:7104?preset=fast", "kcp://10.77.0.1:7105?preset=weak-network"}
 	if !slices.Equal(listen, want) {
 		t.Fatalf("listeners %v, want %v", listen, want)
 	}
