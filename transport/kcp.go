@@ -60,6 +60,9 @@ type KCPOptions struct {
 	// shared secret it is derived from (SHA-256). Empty Crypt: no encryption.
 	Crypt string
 	Key   string
+	// DataShards and ParityShards turn on forward error correction
+	// (kcp_fec.go): parity datagrams per group of data datagrams. 0/0: off.
+	DataShards, ParityShards int
 	// MaxEmbryonic bounds sessions that have not yet delivered a frame
 	// (a flood of new sessions from many addresses); over it new sessions
 	// are refused and counted. Server side only.
@@ -114,6 +117,21 @@ func ParseKCPOptions(q url.Values, base KCPOptions) (KCPOptions, error) {
 		return o, fmt.Errorf("kcp option mtu=%d: at most %d", cfg.MTU, arq.MaxMTU)
 	}
 	o.ARQ = cfg
+	for _, f := range []struct {
+		name string
+		dst  *int
+	}{{"datashard", &o.DataShards}, {"parityshard", &o.ParityShards}} {
+		if v := q.Get(f.name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return o, fmt.Errorf("kcp option %s=%q: want a non-negative integer", f.name, v)
+			}
+			*f.dst = n
+		}
+	}
+	if err := validFEC(o.DataShards, o.ParityShards); err != nil {
+		return o, err
+	}
 	if v := q.Get("crypt"); v != "" {
 		o.Crypt = v
 	}
@@ -161,10 +179,12 @@ type kcpSession struct {
 	conv  uint32
 	token uint64
 
-	mu   sync.Mutex // guards eng, addr, gone
-	eng  *arq.Engine
-	addr netip.AddrPort
-	gone bool
+	mu     sync.Mutex // guards eng, addr, gone, fecOut, fecIn
+	eng    *arq.Engine
+	addr   netip.AddrPort
+	gone   bool
+	fecOut *fecOut // nil: FEC off on this side
+	fecIn  *fecIn  // allocated by the first shard received
 
 	// Timer heap position, guarded by the socket's timer mutex.
 	due  uint32
@@ -174,11 +194,46 @@ type kcpSession struct {
 func (s *kcpSession) init(sock *kcpSocket, conv uint32, token uint64, addr netip.AddrPort) {
 	s.sock, s.conv, s.token, s.addr, s.hidx = sock, conv, token, addr, -1
 	s.eng = arq.New(conv, sock.opts.ARQ, sock.reserve, s.output)
+	if d, p := sock.opts.DataShards, sock.opts.ParityShards; d > 0 {
+		s.fecOut = &fecOut{data: d, parity: p}
+	}
 }
 
 // output is the engine's datagram sink; it runs with s.mu held.
 func (s *kcpSession) output(buf []byte) {
+	if s.fecOut != nil {
+		s.sendData(buf)
+		return
+	}
 	s.sock.send(buf, kcpData, s.token, s.addr)
+}
+
+// soonest merges two "next timer" answers: soonest(a, ok)(b, ok2).
+func soonest(next uint32, busy bool) func(uint32, bool) (uint32, bool) {
+	return func(n2 uint32, b2 bool) (uint32, bool) {
+		switch {
+		case !b2:
+			return next, busy
+		case !busy || int32(n2-next) < 0:
+			return n2, true
+		}
+		return next, busy
+	}
+}
+
+// flushFEC closes an FEC group that has waited a flush interval for more
+// data, and says when to look again. Called with s.mu held.
+func (s *kcpSession) flushFEC(now uint32) (next uint32, open bool) {
+	f := s.fecOut
+	if f == nil || len(f.shards) == 0 {
+		return 0, false
+	}
+	due := f.opened + uint32(s.sock.opts.ARQ.Interval)
+	if int32(now-due) >= 0 {
+		s.closeGroup()
+		return 0, false
+	}
+	return due, true
 }
 
 // kcpSocket is one UDP socket and the sessions it carries.
@@ -186,7 +241,8 @@ type kcpSocket struct {
 	conn    atomic.Pointer[net.UDPConn] // swapped by a client's Rebind
 	opts    KCPOptions
 	block   kcp.BlockCrypt
-	reserve int // bytes before the segments: crypt header + envelope
+	envAt   int // where the envelope starts: after the crypt header, if any
+	reserve int // bytes before the segments: crypt header, envelope, FEC header
 	closed  atomic.Bool
 
 	shards [64]struct {
@@ -208,6 +264,7 @@ type KCPStats struct {
 	Refused      atomic.Int64 // new sessions over MaxEmbryonic
 	Resets       atomic.Int64 // CLOSE sent for data of unknown sessions
 	Migrations   atomic.Int64 // sessions that moved to a new address
+	FECRebuilt   atomic.Int64 // lost datagrams rebuilt from FEC parity
 }
 
 func newKCPSocket(conn *net.UDPConn, opts KCPOptions, stats *KCPStats) (*kcpSocket, error) {
@@ -215,10 +272,14 @@ func newKCPSocket(conn *net.UDPConn, opts KCPOptions, stats *KCPStats) (*kcpSock
 	if err != nil {
 		return nil, err
 	}
-	s := &kcpSocket{opts: opts, block: block, reserve: kcpEnvelope, stats: stats}
+	s := &kcpSocket{opts: opts, block: block, stats: stats}
 	s.swap(conn)
 	if block != nil {
-		s.reserve += kcpCryptHdr
+		s.envAt = kcpCryptHdr
+	}
+	s.reserve = s.envAt + kcpEnvelope
+	if opts.DataShards > 0 {
+		s.reserve += kcpFECHeader + 2
 	}
 	s.opts.ARQ.MTU = min(max(opts.ARQ.MTU, 576), arq.MaxMTU)
 	for i := range s.shards {
@@ -301,7 +362,7 @@ func (s *kcpSocket) peers() []kcpPeer {
 // send fills the envelope in buf[:s.reserve], encrypts when configured and
 // writes the datagram. A failed write is a lost datagram: KCP resends.
 func (s *kcpSocket) send(buf []byte, typ byte, token uint64, to netip.AddrPort) {
-	env := buf[s.reserve-kcpEnvelope:]
+	env := buf[s.envAt:]
 	env[0] = typ
 	binary.BigEndian.PutUint64(env[1:], token)
 	if s.block != nil {
@@ -315,9 +376,10 @@ func (s *kcpSocket) send(buf []byte, typ byte, token uint64, to netip.AddrPort) 
 // sendClose tells to that session conv has ended with code.
 func (s *kcpSocket) sendClose(conv uint32, token uint64, code proto.Code, to netip.AddrPort) {
 	var b [kcpCryptHdr + kcpCloseSize]byte
-	buf := b[:s.reserve+6]
-	binary.BigEndian.PutUint32(buf[s.reserve:], conv)
-	binary.BigEndian.PutUint16(buf[s.reserve+4:], uint16(code))
+	body := s.envAt + kcpEnvelope
+	buf := b[:body+6]
+	binary.BigEndian.PutUint32(buf[body:], conv)
+	binary.BigEndian.PutUint16(buf[body+4:], uint16(code))
 	s.send(buf, kcpClose, token, to)
 }
 
@@ -378,6 +440,8 @@ func (s *kcpSocket) handle(p []byte, from netip.AddrPort) {
 			return
 		}
 		peer.input(body, from)
+	case typ == kcpShard && len(body) >= kcpFECHeader:
+		s.handleShard(token, body, from)
 	case typ == kcpClose && len(body) == 6:
 		conv := binary.BigEndian.Uint32(body)
 		if peer := s.lookup(conv); peer != nil && peer.sess().token == token {
@@ -385,6 +449,44 @@ func (s *kcpSocket) handle(p []byte, from netip.AddrPort) {
 		}
 	default:
 		s.stats.BadDatagrams.Add(1)
+	}
+}
+
+// handleShard files an FEC shard with its session and feeds what it yields.
+func (s *kcpSocket) handleShard(token uint64, body []byte, from netip.AddrPort) {
+	seq, conv := binary.BigEndian.Uint32(body), binary.BigEndian.Uint32(body[4:])
+	data, parity, k := int(body[8]), int(body[9]), int(body[10])
+	shard := body[kcpFECHeader:]
+	if data == 0 || validFEC(data, parity) != nil {
+		s.stats.BadDatagrams.Add(1)
+		return
+	}
+	peer := s.lookup(conv)
+	if peer == nil {
+		// Only a data shard can open a session: its payload is DATA's.
+		isData := int(seq%uint32(data+parity)) < data
+		if !isData || s.unknown == nil || len(shard) < 2+arq.Overhead {
+			s.stats.BadDatagrams.Add(1)
+			return
+		}
+		if peer = s.unknown(conv, token, shard[2:], from); peer == nil {
+			return
+		}
+	} else if peer.sess().token != token {
+		s.stats.BadDatagrams.Add(1)
+		return
+	}
+	ss := peer.sess()
+	ss.mu.Lock()
+	var payloads [][]byte
+	if !ss.gone {
+		payloads = ss.receiveShard(seq, data, parity, k, shard)
+	}
+	ss.mu.Unlock()
+	for _, p := range payloads {
+		if len(p) >= arq.Overhead {
+			peer.input(p, from)
+		}
 	}
 }
 

@@ -211,7 +211,7 @@ func (c *kcpClientConn) input(segs []byte, _ netip.AddrPort) {
 	next, busy := uint32(0), false
 	if acked {
 		next, busy = c.eng.Flush(now)
-	} else if c.eng.Owed() {
+	} else if c.eng.Owed() || c.fecOut != nil {
 		next, busy = now+uint32(c.sock.opts.ARQ.Interval), true
 	}
 	c.mu.Unlock()
@@ -232,7 +232,9 @@ func (c *kcpClientConn) onTimer() {
 		c.mu.Unlock()
 		return
 	}
-	next, busy := c.eng.Flush(arq.Clock())
+	now := arq.Clock()
+	next, busy := c.eng.Flush(now)
+	next, busy = soonest(next, busy)(c.flushFEC(now))
 	dead := c.eng.Dead()
 	c.mu.Unlock()
 	if dead {
@@ -338,7 +340,9 @@ func (c *kcpClientConn) Write(p []byte) (int, error) {
 		}
 		k := min(room, len(p))
 		c.eng.Send(p[:k])
-		next, busy := c.eng.Flush(arq.Clock())
+		now := arq.Clock()
+		next, busy := c.eng.Flush(now)
+		next, busy = soonest(next, busy)(c.flushFEC(now))
 		c.mu.Unlock()
 		if busy {
 			c.sock.timers.schedule(&c.kcpSession, next)

@@ -220,7 +220,7 @@ func (c *kcpConn) input(segs []byte, from netip.AddrPort) {
 	c.notifyIfGone()
 	if acked || c.closing.Load() {
 		c.pump()
-	} else if owed {
+	} else if owed || c.fecOut != nil {
 		c.schedule(now + uint32(c.sock.opts.ARQ.Interval))
 	}
 }
@@ -253,6 +253,7 @@ func (c *kcpConn) pump() {
 	o.mu.Unlock()
 	now := arq.Clock()
 	next, busy := c.eng.Flush(now)
+	next, busy = soonest(next, busy)(c.flushFEC(now))
 	dead := c.eng.Dead()
 	done := closing && drained && c.eng.WaitSnd() == 0
 	c.mu.Unlock()

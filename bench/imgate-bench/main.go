@@ -98,7 +98,7 @@ func main() {
 	fs.BoolVar(&o.nats, "nats", true, "measure the nats-server baseline")
 	fs.BoolVar(&o.floor, "floor", true, "measure the raw-writer floor")
 	fs.StringVar(&o.weaknet.netemBin, "netem-bin", "bin/imgate-netem", "weaknet: the impairment shim binary")
-	fs.StringVar(&o.weaknet.transports, "weaknet-transports", "tcp,ws,quic,kcp-normal,kcp-fast,kcp-weak", "weaknet: transports, by name or name=URL with {gw} for the gateway address")
+	fs.StringVar(&o.weaknet.transports, "weaknet-transports", "tcp,ws,quic,kcp-normal,kcp-fast,kcp-weak,kcp-weak-fec", "weaknet: transports, by name or name=URL with {gw} for the gateway address")
 	fs.StringVar(&o.weaknet.conditions, "weaknet-conditions", "5%/100ms,20%/200ms", "weaknet: loss/RTT[/jitter] per condition, each way")
 	fs.Float64Var(&o.weaknet.rate, "weaknet-rate", weaknet.DefaultRate, "weaknet: messages per second pushed to the client")
 	fs.DurationVar(&o.weaknet.duration, "weaknet-duration", weaknet.DefaultDuration, "weaknet: publishing time per transport and condition")

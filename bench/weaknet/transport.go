@@ -31,6 +31,7 @@ var DefaultTransports = []Transport{
 	{"kcp-normal", "kcp://{gw}:7102?preset=normal"},
 	{"kcp-fast", "kcp://{gw}:7104?preset=fast"},
 	{"kcp-weak", "kcp://{gw}:7105?preset=weak-network"},
+	{"kcp-weak-fec", "kcp://{gw}:7106?preset=weak-network&datashard=10&parityshard=3"},
 }
 
 // DialURL is the URL the probe dials.

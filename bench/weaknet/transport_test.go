@@ -49,7 +49,8 @@ func TestListenURLKeepsPresets(t *testing.T) {
 		}
 	}
 	want := []string{"tcp://10.77.0.1:7100", "ws://10.77.0.1:7101/ws", "quic://10.77.0.1:7103",
-		"kcp://10.77.0.1:7102?preset=normal", "kcp://10.77.0.1:7104?preset=fast", "kcp://10.77.0.1:7105?preset=weak-network"}
+		"kcp://10.77.0.1:7102?preset=normal", "kcp://10.77.0.1:7104?preset=fast", "kcp://10.77.0.1:7105?preset=weak-network",
+		"kcp://10.77.0.1:7106?preset=weak-network&datashard=10&parityshard=3"}
 	if !slices.Equal(listen, want) {
 		t.Fatalf("listeners %v, want %v", listen, want)
 	}

@@ -50,6 +50,8 @@ type fileConfig struct {
 		KCPCrypt         *string   `toml:"kcp_crypt"`
 		KCPKey           *string   `toml:"kcp_key"`
 		KCPMaxEmbryonic  *int      `toml:"kcp_max_embryonic"`
+		KCPDataShards    *int      `toml:"kcp_data_shards"`
+		KCPParityShards  *int      `toml:"kcp_parity_shards"`
 	} `toml:"transport"`
 	Broadcast struct {
 		Workers   *int `toml:"workers"`
@@ -132,6 +134,8 @@ func loadFile(path string, c *gateway.Config) error {
 	set(&t.KCP.Crypt, f.Transport.KCPCrypt)
 	set(&t.KCP.Key, f.Transport.KCPKey)
 	set(&t.KCP.MaxEmbryonic, f.Transport.KCPMaxEmbryonic)
+	set(&t.KCP.DataShards, f.Transport.KCPDataShards)
+	set(&t.KCP.ParityShards, f.Transport.KCPParityShards)
 	b := &c.Broadcast
 	set(&b.Workers, f.Broadcast.Workers)
 	set(&b.Shards, f.Broadcast.Shards)
