@@ -343,3 +343,87 @@ func TestQUICHandshakeBurst(t *testing.T) {
 	}
 	t.Logf("%d handshakes and echoes in %v", clients, time.Since(begin))
 }
+
+// Garbage datagrams of every kind and handshakes offering the wrong ALPN
+// are counted by reason, while an established connection keeps working.
+func TestQUICBadInputCounted(t *testing.T) {
+	e := newTestEngine(t, Config{})
+	l, err := e.Listen("quic://127.0.0.1:0", newEcho(), selfSigned(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	good, err := quic.DialAddr(ctx, l.Addr().String(), quicClientTLS(ALPN), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.CloseWithError(0, "")
+	s, err := good.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetDeadline(time.Now().Add(10 * time.Second))
+	echo := func(seq uint32) {
+		t.Helper()
+		s.Write(proto.AppendFrame(nil, proto.Header{Op: proto.OpUplink, Seq: seq}, []byte("still here")))
+		if f := readFrame(t, s); f.Seq != seq {
+			t.Fatalf("echo %+v", f)
+		}
+	}
+	echo(1)
+
+	garbage, err := net.DialUDP("udp", nil, l.Addr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer garbage.Close()
+	long := func(first byte, version uint32, size int) []byte {
+		b := make([]byte, size)
+		b[0] = first
+		b[1], b[2], b[3], b[4] = byte(version>>24), byte(version>>16), byte(version>>8), byte(version)
+		b[5] = 8  // destination connection ID length
+		b[14] = 0 // source connection ID length
+		return b
+	}
+	cases := []struct {
+		reason DropReason
+		data   []byte
+	}{
+		{DropUnknownConn, []byte("GET / HTTP/1.1\r\n\r\n")},                  // 'G' (0x47) has QUIC's fixed bit: read as a short header
+		{DropNotQUIC, append([]byte{0x17, 0x03, 0x03}, make([]byte, 40)...)}, // a TLS record: first two bits clear
+		{DropUnknownConn, append([]byte{0x41}, make([]byte, 40)...)},         // a short header for no connection
+		{DropUnexpected, long(0xc0, 1, 200)},                                 // a v1 Initial below 1,200 bytes
+		{DropUnexpected, long(0xe0, 1, 1300)},                                // a v1 Handshake packet for no connection
+		{DropVersion, long(0xc0, 0x1a2a3a4a, 1300)},                          // a version we do not speak
+		{DropHeader, []byte{0xc0, 0, 0, 0, 1, 30, 1, 2}},                     // a connection ID longer than the packet
+	}
+	want := map[DropReason]int64{}
+	for round := 0; round < 5; round++ {
+		for _, c := range cases {
+			if _, err := garbage.Write(c.data); err != nil {
+				t.Fatal(err)
+			}
+			want[c.reason]++
+		}
+		// A handshake offering another protocol.
+		if _, err := quic.DialAddr(ctx, l.Addr().String(), quicClientTLS("h3"), nil); err == nil {
+			t.Fatal("a handshake offering another ALPN must fail")
+		}
+		echo(uint32(2 + round))
+	}
+	waitFor(t, func() bool {
+		for r, n := range want {
+			if e.Stats().BadDatagrams(KindQUIC, r) != n {
+				return false
+			}
+		}
+		return e.Stats().Handshakes(KindQUIC, HandshakeALPN) == 5
+	})
+	for _, r := range DropReasons {
+		if got := e.Stats().BadDatagrams(KindQUIC, r); got != want[r] {
+			t.Errorf("%s: %d, want %d", r, got, want[r])
+		}
+	}
+	echo(100)
+}
