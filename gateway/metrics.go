@@ -79,9 +79,45 @@ func newMetrics(s *Server) *metrics {
 		func() float64 { _, u := s.reg.Counts(); return float64(u) }))
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "imgate", Name: "rooms", Help: "Rooms with at least one member on this node."},
 		func() float64 { return float64(s.hub.RoomCount()) }))
+	f(engineCollector{s,
+		prometheus.NewDesc("imgate_udp_bad_datagrams_total", "Datagrams a UDP listener (QUIC, KCP) dropped because they belong to no connection (garbage, probes, wrong version...), by transport and reason.", []string{"transport", "reason"}, nil),
+		prometheus.NewDesc("imgate_handshake_failures_total", "Transport handshakes (TLS, QUIC) that failed, by transport and reason (alpn, tls, timeout, refused, peer, other).", []string{"transport", "reason"}, nil),
+	})
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// engineCollector reports the transport engine's counters at scrape time,
+// for the kinds the node listens on.
+type engineCollector struct {
+	s               *Server
+	bad, handshakes *prometheus.Desc
+}
+
+func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.bad
+	ch <- c.handshakes
+}
+
+func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.EngineStats()
+	seen := map[transport.Kind]bool{}
+	for _, l := range c.s.Listeners() {
+		k := l.Kind()
+		if seen[k] || k == transport.KindTCP || k == transport.KindWS {
+			continue // plain TCP and WebSocket have no handshake to fail and no datagrams
+		}
+		seen[k] = true
+		if k.Datagrams() {
+			for _, r := range transport.DropReasons {
+				ch <- prometheus.MustNewConstMetric(c.bad, prometheus.CounterValue, float64(st.BadDatagrams(k, r)), k.String(), r.String())
+			}
+		}
+		for _, f := range transport.HandshakeFailures {
+			ch <- prometheus.MustNewConstMetric(c.handshakes, prometheus.CounterValue, float64(st.Handshakes(k, f)), k.String(), f.String())
+		}
+	}
 }
 
 // gaugeFunc refreshes a gauge vector just before each scrape.

@@ -35,6 +35,10 @@ func (k Kind) String() string {
 // WebSocket reports whether frames on this kind travel inside WebSocket messages.
 func (k Kind) WebSocket() bool { return k == KindWS || k == KindWSS }
 
+// Datagrams reports whether the kind runs over UDP, where anyone can send a
+// listener datagrams that belong to no connection.
+func (k Kind) Datagrams() bool { return k == KindKCP || k == KindQUIC }
+
 // Kinds lists every kind, for metrics that report per transport.
 var Kinds = []Kind{KindTCP, KindTLS, KindWS, KindWSS, KindKCP, KindQUIC}
 
