@@ -1,10 +1,14 @@
 // Package quictest helps test QUIC behaviour that depends on packet timing,
 // with real sockets: a UDP relay between QUIC clients and one server that
-// can hold back the clients' Handshake packets. While they are held the
-// client has sent its TLS Finished but the server has not seen it, so the
-// server's handshake stays incomplete for as long as a test needs: what the
-// client sent as 0-RTT data is then read by the server before its handshake
-// completes, deterministically.
+// can hold back Handshake packets, in either direction.
+//
+// Holding the client's (HoldHandshake): the client has sent its TLS Finished
+// but the server has not seen it, so the server's handshake stays
+// incomplete for as long as a test needs, and what the client sent as 0-RTT
+// data is read by the server before its handshake completes,
+// deterministically. Holding the server's (HoldServerHandshake) keeps the
+// client in its handshake too: everything it writes meanwhile leaves as
+// 0-RTT data.
 package quictest
 
 import (
@@ -18,16 +22,18 @@ type Proxy struct {
 	ln     *net.UDPConn
 	server *net.UDPAddr
 
-	mu      sync.Mutex
-	hold    bool
-	held    []heldDatagram
+	mu         sync.Mutex
+	hold       bool // the clients' Handshake packets
+	holdServer bool // the server's
+	held       []heldDatagram
 	clients map[string]*net.UDPConn
 	closed  bool
 }
 
 type heldDatagram struct {
-	up   *net.UDPConn
-	data []byte
+	up     *net.UDPConn // towards the server; nil for a datagram to a client
+	client *net.UDPAddr
+	data   []byte
 }
 
 // NewProxy relays to the QUIC server at server (host:port) from a new
@@ -51,16 +57,33 @@ func (p *Proxy) Addr() string { return p.ln.LocalAddr().String() }
 
 // HoldHandshake starts (true) or stops (false) holding back client
 // datagrams that carry a Handshake packet; stopping sends what was held.
-func (p *Proxy) HoldHandshake(on bool) {
+func (p *Proxy) HoldHandshake(on bool) { p.setHold(&p.hold, on, true) }
+
+// HoldServerHandshake does the same for the server's datagrams.
+func (p *Proxy) HoldServerHandshake(on bool) { p.setHold(&p.holdServer, on, false) }
+
+func (p *Proxy) setHold(flag *bool, on, fromClient bool) {
 	p.mu.Lock()
-	p.hold = on
+	*flag = on
 	var release []heldDatagram
 	if !on {
-		release, p.held = p.held, nil
+		kept := p.held[:0]
+		for _, h := range p.held {
+			if (h.up != nil) == fromClient {
+				release = append(release, h)
+			} else {
+				kept = append(kept, h)
+			}
+		}
+		p.held = kept
 	}
 	p.mu.Unlock()
 	for _, h := range release {
-		h.up.Write(h.data)
+		if h.up != nil {
+			h.up.Write(h.data)
+		} else {
+			p.ln.WriteToUDP(h.data, h.client)
+		}
 	}
 }
 
@@ -107,7 +130,7 @@ func (p *Proxy) run() {
 			go p.down(up, from)
 		}
 		if p.hold && carriesHandshake(data) {
-			p.held = append(p.held, heldDatagram{up, data})
+			p.held = append(p.held, heldDatagram{up: up, data: data})
 			p.mu.Unlock()
 			continue
 		}
@@ -124,6 +147,13 @@ func (p *Proxy) down(up *net.UDPConn, client *net.UDPAddr) {
 		if err != nil {
 			return
 		}
+		p.mu.Lock()
+		if p.holdServer && carriesHandshake(buf[:n]) {
+			p.held = append(p.held, heldDatagram{client: client, data: append([]byte(nil), buf[:n]...)})
+			p.mu.Unlock()
+			continue
+		}
+		p.mu.Unlock()
 		p.ln.WriteToUDP(buf[:n], client)
 	}
 }
