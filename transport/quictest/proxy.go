@@ -179,6 +179,7 @@ func carriesHandshake(b []byte) bool {
 			return true
 		}
 		i := 5
+		at := func(i int) []byte { return b[min(i, len(b)):] }
 		if i >= len(b) {
 			return false
 		}
@@ -188,14 +189,14 @@ func carriesHandshake(b []byte) bool {
 		}
 		i += 1 + int(b[i]) // source connection ID
 		if initial {
-			n, l := varint(b[i:])
-			if l == 0 {
+			n, l := varint(at(i))
+			if l == 0 || n > uint64(len(b)) {
 				return false
 			}
 			i += l + int(n) // token
 		}
-		n, l := varint(b[min(i, len(b)):])
-		if l == 0 {
+		n, l := varint(at(i))
+		if l == 0 || n > uint64(len(b)) {
 			return false
 		}
 		i += l + int(n)
