@@ -66,8 +66,9 @@ func (s State) String() string {
 // below; Reconnect's zero value is false, so start from DefaultConfig.
 type Config struct {
 	// Endpoints are gateway URLs (tcp://host:port, tls://host:port,
-	// ws://host:port/path, wss://...; the WebSocket path defaults to /ws),
-	// tried in order; after a failure the next one is tried first.
+	// ws://host:port/path, wss://..., quic://host:port; the WebSocket path
+	// defaults to /ws), tried in order; after a failure the next one is
+	// tried first.
 	Endpoints []string
 	// Token is sent in AUTH when TokenFunc is nil.
 	Token string
@@ -77,8 +78,9 @@ type Config struct {
 	// token is tried at once; if that fails too, the client stops. After
 	// TOKEN_EXPIRED the client keeps reconnecting with backoff.
 	TokenFunc func(ctx context.Context) (string, error)
-	// TLSConfig is used by tls:// and wss:// endpoints (nil: system roots,
-	// server name from the URL).
+	// TLSConfig is used by tls://, wss:// and quic:// endpoints (nil:
+	// system roots, server name from the URL). Its ClientSessionCache, when
+	// set, replaces the one each quic:// endpoint keeps for 0-RTT.
 	TLSConfig *tls.Config
 	// DialTimeout bounds one connect: dial, transport handshake, token and
 	// AUTH exchange. Default 5s.

@@ -46,6 +46,8 @@ type fileConfig struct {
 		WriteTimeout     *duration `toml:"write_timeout"`
 		Linger           *duration `toml:"linger"`
 		QUICIdleTimeout  *duration `toml:"quic_idle_timeout"`
+		QUICWindow       *int      `toml:"quic_receive_window"`
+		QUIC0RTT         *bool     `toml:"quic_0rtt"`
 	} `toml:"transport"`
 	Broadcast struct {
 		Workers   *int `toml:"workers"`
@@ -124,6 +126,10 @@ func loadFile(path string, c *gateway.Config) error {
 	setDur(&t.WriteTimeout, f.Transport.WriteTimeout)
 	setDur(&t.Linger, f.Transport.Linger)
 	setDur(&t.QUICIdleTimeout, f.Transport.QUICIdleTimeout)
+	set(&t.QUICReceiveWindow, f.Transport.QUICWindow)
+	if f.Transport.QUIC0RTT != nil {
+		t.QUICDisable0RTT = !*f.Transport.QUIC0RTT
+	}
 	b := &c.Broadcast
 	set(&b.Workers, f.Broadcast.Workers)
 	set(&b.Shards, f.Broadcast.Shards)
@@ -180,7 +186,7 @@ func list(dst func(*gateway.Config) *[]string) func(*gateway.Config, string) err
 var settings = []setting{
 	{"node", "node id (default: host name)", str(func(c *gateway.Config) *string { return &c.NodeID })},
 	{"data", "data directory (generated keys, certificates)", str(func(c *gateway.Config) *string { return &c.DataDir })},
-	{"listen", "client listeners, comma-separated URLs (tcp://, ws://host:port/path, tls://, wss://)", list(func(c *gateway.Config) *[]string { return &c.Listen })},
+	{"listen", "client listeners, comma-separated URLs (tcp://, ws://host:port/path, tls://, wss://, quic://)", list(func(c *gateway.Config) *[]string { return &c.Listen })},
 	{"tls-cert", "PEM certificate for tls:// and wss://", str(func(c *gateway.Config) *string { return &c.TLSCert })},
 	{"tls-key", "PEM key for tls:// and wss://", str(func(c *gateway.Config) *string { return &c.TLSKey })},
 	{"admin", "admin port address (redis protocol); empty disables", str(func(c *gateway.Config) *string { return &c.AdminAddr })},
