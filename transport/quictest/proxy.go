@@ -26,8 +26,8 @@ type Proxy struct {
 	hold       bool // the clients' Handshake packets
 	holdServer bool // the server's
 	held       []heldDatagram
-	clients map[string]*net.UDPConn
-	closed  bool
+	clients    map[string]*net.UDPConn
+	closed     bool
 }
 
 type heldDatagram struct {
