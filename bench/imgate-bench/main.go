@@ -2,7 +2,7 @@
 // room fan-out, group-chat rooms, unicast pushes and connection storms, each
 // next to a raw-writer floor and a real nats-server measured in the same run.
 //
-//	imgate-bench [all|idle|fanout|rooms|unicast|storm] [flags]
+//	imgate-bench [all|idle|fanout|rooms|unicast|storm|baddata] [flags]
 //
 // By default it starts bin/imgate and bin/nats-server itself (local mode) and
 // reads their CPU and memory from /proc. With --target-tcp and friends it
@@ -42,6 +42,10 @@ type options struct {
 	maxRate      float64
 	nats         bool
 	floor        bool
+	badTargets   []string // UDP listener URLs for baddata (quic://, kcp://)
+	badN         int
+	badRate      float64
+	quicMembers  int // fanout over QUIC: members (0: skip)
 }
 
 func main() {
@@ -80,7 +84,16 @@ func main() {
 	fs.IntVar(&o.perGenerator, "per-generator", 18000, "connections one load process holds; more are spread over child generator processes")
 	fs.BoolVar(&o.nats, "nats", true, "measure the nats-server baseline")
 	fs.BoolVar(&o.floor, "floor", true, "measure the raw-writer floor")
+	badTargets := fs.String("baddata-targets", "", "baddata: UDP listener URLs, comma-separated (quic://host:port, kcp://host:port); default the started gateway's quic:// listener")
+	fs.IntVar(&o.badN, "baddata-n", 200000, "baddata: garbage datagrams per listener")
+	fs.Float64Var(&o.badRate, "baddata-rate", 50000, "baddata: datagrams per second (all source addresses together)")
+	fs.IntVar(&o.quicMembers, "fanout-quic", 3000, "fanout: members of a second run over QUIC (0: TCP only)")
 	fs.Parse(args)
+	for _, t := range strings.Split(*badTargets, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			o.badTargets = append(o.badTargets, t)
+		}
+	}
 	o.idleKinds = strings.Split(*idleKinds, ",")
 	for _, s := range strings.Split(*sizes, ",") {
 		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n > 0 {
@@ -91,12 +104,12 @@ func main() {
 	check(err)
 	defer b.close()
 	scenarios := map[string]func() error{
-		"idle": b.idle, "fanout": b.fanout, "rooms": b.rooms, "unicast": b.unicast, "storm": b.storm,
+		"idle": b.idle, "fanout": b.fanout, "rooms": b.rooms, "unicast": b.unicast, "storm": b.storm, "baddata": b.baddata,
 	}
-	order := []string{"idle", "storm", "fanout", "rooms", "unicast"}
+	order := []string{"idle", "storm", "fanout", "rooms", "unicast", "baddata"}
 	if cmd != "all" {
 		if _, ok := scenarios[cmd]; !ok {
-			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm)\n", cmd)
+			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm, baddata)\n", cmd)
 			os.Exit(2)
 		}
 		order = []string{cmd}
