@@ -205,11 +205,12 @@ func saveProfiles(httpAddr, prefix string, n int) error {
 	first, _, _ := strings.Cut(string(gr), "\n")
 	fmt.Fprintf(&b, "%s (%d connections)\n", first, n)
 	for _, line := range strings.Split(string(page), "\n") {
-		// "# HeapInuse = 123456" and friends.
+		// "# HeapInuse = 123456" and friends; "# Stack = 123 / 456".
 		k, v, ok := strings.Cut(strings.TrimPrefix(line, "# "), " = ")
 		if !ok || !strings.HasPrefix(line, "# ") {
 			continue
 		}
+		v, _, _ = strings.Cut(v, " ") // "Stack = inuse / sys": the first
 		if x, err := strconv.ParseFloat(v, 64); err == nil && x >= float64(n) {
 			fmt.Fprintf(&b, "%-14s %14.0f  %9.0f per connection\n", k, x, x/float64(n))
 		}
