@@ -66,8 +66,9 @@ func (s State) String() string {
 // below; Reconnect's zero value is false, so start from DefaultConfig.
 type Config struct {
 	// Endpoints are gateway URLs (tcp://host:port, tls://host:port,
-	// ws://host:port/path, wss://...; the WebSocket path defaults to /ws),
-	// tried in order; after a failure the next one is tried first.
+	// ws://host:port/path, wss://..., quic://host:port; the WebSocket path
+	// defaults to /ws), tried in order; after a failure the next one is
+	// tried first.
 	Endpoints []string
 	// Token is sent in AUTH when TokenFunc is nil.
 	Token string
@@ -77,8 +78,9 @@ type Config struct {
 	// token is tried at once; if that fails too, the client stops. After
 	// TOKEN_EXPIRED the client keeps reconnecting with backoff.
 	TokenFunc func(ctx context.Context) (string, error)
-	// TLSConfig is used by tls:// and wss:// endpoints (nil: system roots,
-	// server name from the URL).
+	// TLSConfig is used by tls://, wss:// and quic:// endpoints (nil:
+	// system roots, server name from the URL). Its ClientSessionCache, when
+	// set, replaces the one each quic:// endpoint keeps for 0-RTT.
 	TLSConfig *tls.Config
 	// DialTimeout bounds one connect: dial, transport handshake, token and
 	// AUTH exchange. Default 5s.
@@ -175,7 +177,8 @@ type Client struct {
 
 	mu      sync.Mutex
 	sess    *session      // the live session; nil while (re)connecting
-	ready   chan struct{} // closed when a session next becomes live
+	early   *session      // while reconnecting with 0-RTT: the session authenticating, which takes requests pipelined behind AUTH
+	ready   chan struct{} // closed when a session next becomes live (or early)
 	rooms   map[string]struct{}
 	closing bool
 	err     error // why the client stopped; set before closed is closed
@@ -359,32 +362,74 @@ func (c *Client) Close() error {
 
 // roundTrip sends one request frame and waits for its REPLY or ERROR.
 // joinRoom, when set, is recorded as joined as soon as the REPLY is read.
+//
+// Two answers make it send the request again, because the server did not
+// act on it: TOO_EARLY (it went out in 0-RTT data; sent again, once, after
+// the handshake), and the loss of a session that never authenticated (the
+// request was pipelined behind an AUTH the server refused, and the server
+// serves nothing after that; sent again on the next session).
 func (c *Client) roundTrip(ctx context.Context, h proto.Header, body []byte, joinRoom string) ([]byte, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.RequestTimeout)
 		defer cancel()
 	}
-	s, err := c.live(ctx)
-	if err != nil {
-		return nil, err
-	}
-	h.Seq = c.nextSeq()
-	wait, err := s.register(h.Seq, joinRoom)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.write(h, body); err != nil {
-		s.forget(h.Seq)
-		return nil, err
-	}
-	select {
-	case r := <-wait:
+	tooEarly := false
+	for {
+		s, err := c.live(ctx)
+		if err != nil {
+			return nil, err
+		}
+		h.Seq = c.nextSeq()
+		wait, err := s.register(h.Seq, joinRoom)
+		if err == nil {
+			if err = s.write(h, body); err != nil {
+				s.forget(h.Seq)
+			}
+		}
+		var r result
+		if err == nil {
+			select {
+			case r = <-wait:
+			case <-ctx.Done():
+				s.forget(h.Seq)
+				return nil, ctx.Err()
+			}
+		} else {
+			r.err = err
+		}
+		var pe *proto.Error
+		switch {
+		case errors.Is(r.err, ErrConnectionLost) && !s.authed.Load() && ctx.Err() == nil:
+			continue
+		case errors.As(r.err, &pe) && pe.Code == proto.CodeTooEarly && !tooEarly:
+			tooEarly = true
+			if err := s.awaitHandshake(ctx); err != nil {
+				return nil, fmt.Errorf("%w: %w", r.err, err)
+			}
+			continue
+		}
 		return r.body, r.err
-	case <-ctx.Done():
-		s.forget(h.Seq)
-		return nil, ctx.Err()
 	}
+}
+
+// offerEarly lets requests waiting for a connection go out on s, which is
+// still authenticating: pipelined behind AUTH in 0-RTT data.
+func (c *Client) offerEarly(s *session) {
+	c.mu.Lock()
+	c.early = s
+	close(c.ready)
+	c.ready = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// withdrawEarly ends offerEarly, once s is live or has failed.
+func (c *Client) withdrawEarly(s *session) {
+	c.mu.Lock()
+	if c.early == s {
+		c.early = nil
+	}
+	c.mu.Unlock()
 }
 
 // nextSeq returns a request seq; 0 is skipped because ERROR uses it for
@@ -409,6 +454,9 @@ func (c *Client) live(ctx context.Context) (*session, error) {
 	for {
 		c.mu.Lock()
 		s, ready, closing := c.sess, c.ready, c.closing
+		if s == nil && !closing && c.early != nil && !c.early.ended() {
+			s = c.early
+		}
 		c.mu.Unlock()
 		if s != nil {
 			return s, nil

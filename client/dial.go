@@ -20,6 +20,15 @@ import (
 	"imgate/transport"
 )
 
+// earlyConn is a frameConn that may still be in its handshake, writing
+// 0-RTT data (QUIC resuming with a session ticket).
+type earlyConn interface {
+	// Early reports whether what is written now leaves as 0-RTT data.
+	Early() bool
+	// AwaitHandshake waits until the handshake has completed.
+	AwaitHandshake(ctx context.Context) error
+}
+
 // frameConn is one transport connection seen as a sequence of whole frames.
 // ReadFrame is called from one goroutine only; WriteFrame calls are
 // serialized by the caller; Close may be called from any goroutine, at any
@@ -50,7 +59,7 @@ var dialers = map[string]dialFunc{
 	"tls":  dialTLS,
 	"ws":   dialWS,
 	"wss":  dialWS,
-	"quic": dialQUIC,
+	"quic": nil, // per endpoint: see parseEndpoint
 	"kcp":  dialKCP,
 }
 
@@ -59,6 +68,7 @@ type endpoint struct {
 	raw  string
 	url  *url.URL
 	dial dialFunc
+	quic *quicDialer // quic:// endpoints: keeps their session tickets
 }
 
 func parseEndpoint(raw string) (endpoint, error) {
@@ -76,7 +86,14 @@ func parseEndpoint(raw string) (endpoint, error) {
 	if (u.Scheme == "ws" || u.Scheme == "wss") && (u.Path == "" || u.Path == "/") {
 		u.Path = "/ws"
 	}
-	return endpoint{raw: raw, url: u, dial: dial}, nil
+	ep := endpoint{raw: raw, url: u, dial: dial}
+	if u.Scheme == "quic" {
+		// Each QUIC endpoint keeps the session tickets its server issued,
+		// so that reconnects resume with 0-RTT.
+		ep.quic = newQUICDialer()
+		ep.dial = ep.quic.dial
+	}
+	return ep, nil
 }
 
 func dialTCP(ctx context.Context, u *url.URL, _ *Config) (frameConn, error) {
@@ -239,6 +256,20 @@ func (s *streamConn) WriteFrame(b []byte) error {
 }
 
 func (s *streamConn) Close() error { return s.rwc.Close() }
+
+// Early implements earlyConn for streams that have a handshake of their own.
+func (s *streamConn) Early() bool {
+	e, ok := s.rwc.(earlyConn)
+	return ok && e.Early()
+}
+
+// AwaitHandshake implements earlyConn.
+func (s *streamConn) AwaitHandshake(ctx context.Context) error {
+	if e, ok := s.rwc.(earlyConn); ok {
+		return e.AwaitHandshake(ctx)
+	}
+	return nil
+}
 
 // messageTransport carries one whole frame per message (WebSocket, later
 // QUIC datagrams).

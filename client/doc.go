@@ -1,5 +1,5 @@
 // Package client is the Go client library for imgate: it dials a gateway
-// over tcp://, tls://, ws:// or wss://, authenticates, keeps the connection
+// over tcp://, tls://, ws://, wss:// or quic://, authenticates, keeps the connection
 // alive with heartbeats, correlates requests with their replies, delivers
 // pushes, and reconnects with jittered backoff, re-joining its rooms.
 //
@@ -14,7 +14,14 @@
 //   - A request's seq is unique among the requests in flight (uint32, never
 //     0); a request still pending when its connection drops fails with an
 //     error wrapping ErrConnectionLost and is never resent, since the client
-//     cannot know whether the server acted on it.
+//     cannot know whether the server acted on it. Resent are only requests
+//     the server says it did not act on: one answered TOO_EARLY (sent again
+//     once, after the handshake), and one pipelined behind an AUTH that was
+//     refused (sent again on the next connection).
+//   - quic:// endpoints keep their server's TLS session tickets; a reconnect
+//     that has one resumes with 0-RTT and pipelines AUTH, the rooms' JOINs
+//     and the requests waiting for a connection into its first packets
+//     (docs/PROTOCOL.md §11.3).
 //   - The client is strict with the server (docs/PROTOCOL.md §13): a frame
 //     it must not accept drops the connection with ErrProtocol.
 //   - A token the server refused is never sent again.

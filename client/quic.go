@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/url"
 	"time"
@@ -13,18 +14,40 @@ import (
 // ALPN is what the gateway's QUIC listener requires.
 const ALPN = "imgate/1"
 
-// dialQUIC opens a QUIC connection and its one bidirectional stream, which
+// quicTickets is how many session tickets a QUIC endpoint keeps (the
+// gateway may sit behind a name that spreads clients over several nodes).
+const quicTickets = 8
+
+// quicDialer dials one QUIC endpoint and keeps the TLS session tickets its
+// servers issue, so that the next connect resumes with 0-RTT: AUTH, and
+// whatever is pipelined behind it, leaves with the first packet instead of
+// one round trip later.
+type quicDialer struct {
+	sessions tls.ClientSessionCache
+}
+
+func newQUICDialer() *quicDialer {
+	return &quicDialer{sessions: tls.NewLRUClientSessionCache(quicTickets)}
+}
+
+// dial opens a QUIC connection and its one bidirectional stream, which
 // carries frames back to back like TCP. quic-go keeps the connection across
-// an address change of this client (connection migration).
-func dialQUIC(ctx context.Context, u *url.URL, cfg *Config) (frameConn, error) {
+// an address change of this client (connection migration). With a ticket
+// it returns before the handshake completes (see quicStream.Early).
+func (d *quicDialer) dial(ctx context.Context, u *url.URL, cfg *Config) (frameConn, error) {
 	tc := &tls.Config{}
 	if cfg.TLSConfig != nil {
 		tc = cfg.TLSConfig.Clone()
 	}
 	tc.NextProtos = []string{ALPN}
-	conn, err := quic.DialAddr(ctx, u.Host, tc, &quic.Config{
-		KeepAlivePeriod: 15 * time.Second, // keeps NAT bindings; imgate heartbeats decide liveness
-		MaxIdleTimeout:  90 * time.Second,
+	if tc.ClientSessionCache == nil {
+		tc.ClientSessionCache = d.sessions
+	}
+	conn, err := DialQUICRetry(ctx, func(ctx context.Context) (*quic.Conn, error) {
+		return quic.DialAddrEarly(ctx, u.Host, tc, &quic.Config{
+			KeepAlivePeriod: 15 * time.Second, // keeps NAT bindings; imgate heartbeats decide liveness
+			MaxIdleTimeout:  90 * time.Second,
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -36,10 +59,40 @@ func dialQUIC(ctx context.Context, u *url.URL, cfg *Config) (frameConn, error) {
 	return newStreamConn(s), nil
 }
 
+// DialQUICRetry calls dial until it succeeds, fails for another reason than
+// a refusal, or ctx ends. A server that refuses a handshake
+// (CONNECTION_REFUSED: its accept queue is full in a connect storm) is
+// tried again after a jittered wait from 10 ms, doubling up to 1 s, so that
+// a fleet of clients refused together does not come back together. Load
+// generators that share UDP sockets call it with their own dial.
+func DialQUICRetry(ctx context.Context, dial func(context.Context) (*quic.Conn, error)) (*quic.Conn, error) {
+	b := backoff{min: 10 * time.Millisecond, max: time.Second}
+	for {
+		conn, err := dial(ctx)
+		if err == nil || !Refused(err) {
+			return conn, err
+		}
+		t := time.NewTimer(b.next())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
+}
+
+// Refused reports a QUIC handshake the server refused (CONNECTION_REFUSED).
+func Refused(err error) bool {
+	var te *quic.TransportError
+	return errors.As(err, &te) && te.Remote && te.ErrorCode == quic.ConnectionRefused
+}
+
 // OpenQUICStream opens the one stream of an imgate QUIC connection and
 // returns it as a net.Conn whose Close ends the connection (closing it on
 // failure). Load generators that share UDP sockets dial with their own
-// quic.Transport and call this.
+// quic.Transport and call this. On a connection still in its handshake
+// (0-RTT) it does not wait: the stream's first bytes leave as 0-RTT data.
 func OpenQUICStream(ctx context.Context, conn *quic.Conn) (net.Conn, error) {
 	s, err := conn.OpenStreamSync(ctx)
 	if err != nil {
@@ -57,6 +110,35 @@ type quicStream struct {
 
 func (s *quicStream) LocalAddr() net.Addr  { return s.conn.LocalAddr() }
 func (s *quicStream) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
+
+// Early reports whether the handshake is still in progress on a resumed
+// connection: what is written now leaves as 0-RTT data, which the server
+// serves only where a replay would be harmless (PROTOCOL.md §11.3).
+func (s *quicStream) Early() bool {
+	select {
+	case <-s.conn.HandshakeComplete():
+		return false
+	default:
+		return true
+	}
+}
+
+// AwaitHandshake waits for the handshake to complete; what is written after
+// it leaves in 1-RTT packets, never early.
+func (s *quicStream) AwaitHandshake(ctx context.Context) error {
+	select {
+	case <-s.conn.HandshakeComplete():
+		return nil
+	case <-s.conn.Context().Done():
+		return context.Cause(s.conn.Context())
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Used0RTT reports that the server accepted this connection's 0-RTT data
+// (meaningful once the handshake has completed).
+func (s *quicStream) Used0RTT() bool { return s.conn.ConnectionState().Used0RTT }
 
 // Close sends the stream's FIN after what was written (a CLOSE frame, say)
 // and closes the connection a moment later: closing it at once would drop

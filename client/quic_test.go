@@ -3,20 +3,32 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	neturl "net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go"
 
 	"imgate/gateway"
 	"imgate/proto"
 	"imgate/transport"
+	"imgate/transport/quictest"
 )
 
-// The library over quic:// against a real gateway: auth, join, a request
-// answered by the echo SVID, a room push.
-func TestQUICAgainstGateway(t *testing.T) {
+// quicGateway starts a real gateway with a QUIC listener (and its HTTP API,
+// for /metrics) and returns it, its quic:// URL and a token for uid.
+func quicGateway(t *testing.T, uid string) (*gateway.Server, string, string) {
+	t.Helper()
 	cfg := gateway.DefaultConfig()
 	cfg.Listen = []string{"quic://127.0.0.1:0"}
-	cfg.AdminAddr, cfg.HTTPAddr, cfg.DataDir, cfg.EchoSVID = "", "", t.TempDir(), 1
+	cfg.AdminAddr, cfg.HTTPAddr, cfg.DataDir, cfg.EchoSVID = "", "127.0.0.1:0", t.TempDir(), 1
 	key := gateway.KeyConfig{ID: "k", Alg: "HS256", Secret: "client-quic-secret-0123456789abcdef"}
 	cfg.Auth.Keys = []gateway.KeyConfig{key}
 	s, err := gateway.New(cfg, nil)
@@ -33,10 +45,18 @@ func TestQUICAgainstGateway(t *testing.T) {
 			url = l.URL()
 		}
 	}
-	tok, err := gateway.MintToken(key, gateway.Claims{UID: "q", Expiry: time.Now().Add(time.Hour)})
+	tok, err := gateway.MintToken(key, gateway.Claims{UID: uid, Expiry: time.Now().Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, url, tok
+}
+
+// The library over quic:// against a real gateway: auth, join, a request
+// answered by the echo SVID, a room push. A first connection has no ticket:
+// no 0-RTT.
+func TestQUICAgainstGateway(t *testing.T) {
+	s, url, tok := quicGateway(t, "q")
 	pushes := make(chan Push, 4)
 	c := DefaultConfig()
 	c.Endpoints = []string{url}
@@ -66,5 +86,158 @@ func TestQUICAgainstGateway(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("no push")
+	}
+	if q := quicOf(cl.current()); q.Used0RTT() || q.Early() {
+		t.Fatal("a first connection has no ticket: no 0-RTT")
+	}
+}
+
+// quicOf is the QUIC stream under a session.
+func quicOf(s *session) *quicStream { return s.conn.(*streamConn).rwc.(*quicStream) }
+
+// A reconnect resumes with the ticket of the first connection: AUTH, the
+// rooms' JOINs and a request made while reconnecting go out in 0-RTT data.
+// The request, an UPLINK, is refused TOO_EARLY and sent again by the
+// library after the handshake, and answered once. The proxy holds the
+// node's handshake flight until the node has answered, so that neither
+// side completes its handshake before.
+func TestQUIC0RTTReconnect(t *testing.T) {
+	s, url, tok := quicGateway(t, "r")
+	u, _ := neturl.Parse(url)
+	proxy, err := quictest.NewProxy(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	pushes := make(chan Push, 4)
+	c := DefaultConfig()
+	c.Endpoints = []string{"quic://" + proxy.Addr()}
+	c.Token = tok
+	c.TLSConfig = &tls.Config{InsecureSkipVerify: true}
+	// The request below must be waiting before the reconnect starts.
+	c.BackoffMin, c.BackoffMax = 500*time.Millisecond, 500*time.Millisecond
+	c.OnPush = func(p Push) { pushes <- p }
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl, err := Dial(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.Join(ctx, "r-room"); err != nil {
+		t.Fatal(err)
+	}
+	// The ticket arrives after the handshake; crypto/tls files it under the
+	// server name quic-go sets from the host.
+	waitUntil(t, func() bool { _, ok := cl.endpoints[0].quic.sessions.Get("127.0.0.1"); return ok })
+
+	proxy.HoldServerHandshake(true)
+	old := cl.current()
+	old.fail(errors.New("test: connection dropped"))
+	// A request made before the client noticed would go to the dead session.
+	waitUntil(t, func() bool { return cl.current() == nil })
+	type answer struct {
+		body []byte
+		err  error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		b, err := cl.Request(ctx, 1, []byte("once"))
+		done <- answer{b, err}
+	}()
+	waitUntil(t, func() bool { return tooEarly(t, s) == 1 })
+	proxy.HoldServerHandshake(false)
+	a := <-done
+	if a.err != nil || string(a.body) != "once" {
+		t.Fatalf("request after TOO_EARLY: %q, %v", a.body, a.err)
+	}
+	now := cl.current()
+	if now == nil || now == old {
+		t.Fatal("no new session")
+	}
+	if q := quicOf(now); !q.Used0RTT() {
+		t.Fatal("the reconnect did not use 0-RTT")
+	}
+	if n := s.PushRoom("r-room", proto.Push{Payload: []byte("rejoined")}); n != 1 {
+		t.Fatalf("room push reached %d: the pipelined JOIN did not rejoin", n)
+	}
+	select {
+	case p := <-pushes:
+		if string(p.Payload) != "rejoined" {
+			t.Fatalf("push %+v", p)
+		}
+	case <-ctx.Done():
+		t.Fatal("no push")
+	}
+	if n := tooEarly(t, s); n != 1 {
+		t.Fatalf("TOO_EARLY answered %v times, want 1", n)
+	}
+}
+
+// tooEarly reads how many requests the node answered TOO_EARLY.
+func tooEarly(t *testing.T, s *gateway.Server) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, `imgate_uplink_errors_total{code="TOO_EARLY"} `); ok {
+			n, _ := strconv.ParseFloat(v, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// A server that refuses handshakes (CONNECTION_REFUSED, as quic-go does when
+// its accept queue is full) is tried again with backoff until it accepts.
+func TestDialQUICRetryRefused(t *testing.T) {
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var attempts atomic.Int32
+	tr := &quic.Transport{Conn: udp, ConnContext: func(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
+		if attempts.Load() <= 3 {
+			return nil, errors.New("busy") // quic-go answers CONNECTION_REFUSED
+		}
+		return ctx, nil
+	}}
+	t.Cleanup(func() { tr.Close(); udp.Close() })
+	srv, _ := testTLS(t)
+	srv.NextProtos = []string{ALPN}
+	ln, err := tr.Listen(srv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tc := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{ALPN}}
+	conn, err := DialQUICRetry(ctx, func(ctx context.Context) (*quic.Conn, error) {
+		attempts.Add(1)
+		return quic.DialAddr(ctx, udp.LocalAddr().String(), tc, nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.CloseWithError(0, "")
+	if n := attempts.Load(); n != 4 {
+		t.Fatalf("%d attempts, want 3 refused and 1 accepted", n)
+	}
+}
+
+// waitUntil polls cond for up to 10 s.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -49,6 +49,13 @@ var errSameToken = errors.New("client: token func returned the refused token aga
 
 // connect dials ep, authenticates, starts the session's goroutines and
 // re-joins the rooms. It returns the token it sent.
+//
+// On a connection resuming with 0-RTT the session does not wait for AUTH_OK:
+// the rooms' JOINs and any requests waiting for a connection go out right
+// behind AUTH, in the first flight (the server handles a connection's frames
+// in order, and serves none of them if AUTH fails). Otherwise it waits for
+// AUTH_OK first, as a client must not rely on pipelining over a fresh
+// handshake's round trip for nothing.
 func (c *Client) connect(ctx context.Context, ep endpoint, refused string) (*session, string, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
@@ -69,38 +76,67 @@ func (c *Client) connect(ctx context.Context, ep endpoint, refused string) (*ses
 			return nil, token, errSameToken
 		}
 	}
-	ok, err := c.authenticate(dctx, conn, token)
+	s := newSession(c, conn, ep.raw, c.cfg.MaxFrame, c.cfg.RequestTimeout)
+	ec, _ := conn.(earlyConn)
+	pipelined := ec != nil && ec.Early()
+	rooms := c.joinedRooms()
+	var joins []<-chan result
+	if pipelined {
+		if err := s.writeAuth(token); err != nil {
+			s.fail(err)
+			return nil, token, fmt.Errorf("auth %s: %w", ep.raw, err)
+		}
+		if joins, err = s.sendJoins(rooms); err != nil {
+			s.fail(err)
+			return nil, token, fmt.Errorf("rejoin on %s: %w", ep.raw, err)
+		}
+		c.offerEarly(s)
+		defer c.withdrawEarly(s)
+	}
+	ok, err := c.authenticate(dctx, s, token, !pipelined)
 	if err != nil {
-		conn.Close()
+		s.fail(err)
 		return nil, token, fmt.Errorf("auth %s: %w", ep.raw, err)
 	}
-	s := newSession(c, conn, ep.raw, ok, c.cfg.MaxFrame, c.cfg.RequestTimeout)
+	s.setAuthOK(ok)
 	go s.readLoop()
 	go s.heartbeatLoop()
 
 	rctx, rcancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer rcancel()
-	if err := s.rejoin(rctx, c.joinedRooms()); err != nil {
+	if !pipelined {
+		joins, err = s.sendJoins(rooms)
+	}
+	if err == nil {
+		err = s.awaitJoins(rctx, rooms, joins)
+	}
+	if err != nil {
 		s.fail(err)
 		return nil, token, fmt.Errorf("rejoin on %s: %w", ep.raw, err)
 	}
 	return s, token, nil
 }
 
-// authenticate sends AUTH and reads the answer; ctx's end closes conn to
-// unblock the read, whatever the transport.
-func (c *Client) authenticate(ctx context.Context, conn frameConn, token string) (proto.AuthOK, error) {
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+// writeAuth sends AUTH on a session that is not authenticated yet.
+func (s *session) writeAuth(token string) error {
+	if size := proto.HeaderSize + len(token); size > s.c.cfg.MaxFrame {
+		return fmt.Errorf("%w: token of %d bytes", proto.ErrTooLarge, len(token))
+	}
+	return s.write(proto.Header{Op: proto.OpAuth}, []byte(token))
+}
+
+// authenticate sends AUTH (unless it went out already, pipelined) and reads
+// the answer; ctx's end closes the connection to unblock the read,
+// whatever the transport. The session's reader is not running yet.
+func (c *Client) authenticate(ctx context.Context, s *session, token string, send bool) (proto.AuthOK, error) {
+	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
 	defer stop()
-	conn.SetLimits(c.cfg.MaxFrame, c.cfg.DialTimeout)
-	frame := proto.AppendFrame(nil, proto.Header{Op: proto.OpAuth}, []byte(token))
-	if len(frame) > c.cfg.MaxFrame {
-		return proto.AuthOK{}, fmt.Errorf("%w: token of %d bytes", proto.ErrTooLarge, len(token))
+	if send {
+		if err := s.writeAuth(token); err != nil {
+			return proto.AuthOK{}, orContext(ctx, err)
+		}
 	}
-	if err := conn.WriteFrame(frame); err != nil {
-		return proto.AuthOK{}, orContext(ctx, err)
-	}
-	f, err := conn.ReadFrame()
+	f, err := s.conn.ReadFrame()
 	if err != nil {
 		return proto.AuthOK{}, orContext(ctx, err)
 	}
@@ -133,18 +169,19 @@ func serverError(body []byte) error {
 	return &proto.Error{Code: eb.Code, Msg: string(eb.Message)}
 }
 
-// session is one authenticated transport connection.
+// session is one transport connection: authenticating, then authenticated.
 type session struct {
 	c         *Client
 	conn      frameConn
 	endpoint  string
-	connID    uint64
+	connID    uint64 // set by setAuthOK, before the session's goroutines start
 	nodeID    string
 	heartbeat time.Duration
-	maxFrame  int
+	authed    atomic.Bool // AUTH_OK arrived
 
-	writeMu sync.Mutex
-	wbuf    []byte // reused for every frame written
+	writeMu  sync.Mutex
+	wbuf     []byte // reused for every frame written
+	maxFrame int    // under writeMu: the client's until AUTH_OK, then the server's
 
 	mu      sync.Mutex
 	pending map[uint32]*call
@@ -173,32 +210,51 @@ type result struct {
 // maxTopics bounds the reader's topic interning table.
 const maxTopics = 1024
 
-func newSession(c *Client, conn frameConn, endpoint string, ok proto.AuthOK, maxFrame int, writeTimeout time.Duration) *session {
-	if ok.MaxFrame > 0 {
-		maxFrame = min(int(ok.MaxFrame), proto.MaxFrameLimit)
-	}
+func newSession(c *Client, conn frameConn, endpoint string, maxFrame int, writeTimeout time.Duration) *session {
 	conn.SetLimits(maxFrame, writeTimeout)
 	return &session{
-		c:         c,
-		conn:      conn,
-		endpoint:  endpoint,
-		connID:    ok.ConnID,
-		nodeID:    string(ok.NodeID),
-		heartbeat: time.Duration(ok.HeartbeatMS) * time.Millisecond,
-		maxFrame:  maxFrame,
-		pending:   make(map[uint32]*call),
-		done:      make(chan struct{}),
-		topics:    make(map[string]string),
+		c:        c,
+		conn:     conn,
+		endpoint: endpoint,
+		maxFrame: maxFrame,
+		pending:  make(map[uint32]*call),
+		done:     make(chan struct{}),
+		topics:   make(map[string]string),
 	}
+}
+
+// setAuthOK records what AUTH_OK said. It runs before the reader starts;
+// writers (requests pipelined behind AUTH) may be running, hence writeMu.
+func (s *session) setAuthOK(ok proto.AuthOK) {
+	s.connID, s.nodeID = ok.ConnID, string(ok.NodeID)
+	s.heartbeat = time.Duration(ok.HeartbeatMS) * time.Millisecond
+	s.writeMu.Lock()
+	if ok.MaxFrame > 0 {
+		s.maxFrame = min(int(ok.MaxFrame), proto.MaxFrameLimit)
+	}
+	s.conn.SetLimits(s.maxFrame, s.c.cfg.RequestTimeout)
+	s.writeMu.Unlock()
+	s.authed.Store(true)
+}
+
+// awaitHandshake waits until what this session writes can no longer be
+// refused as early data (TOO_EARLY).
+func (s *session) awaitHandshake(ctx context.Context) error {
+	if ec, ok := s.conn.(earlyConn); ok {
+		return ec.AwaitHandshake(ctx)
+	}
+	return nil
 }
 
 // write sends one frame. A failed write fails the session: a partial frame
 // has corrupted the stream.
 func (s *session) write(h proto.Header, body []byte) error {
-	if size := proto.HeaderSize + len(body); size > s.maxFrame {
-		return fmt.Errorf("%w: %s frame of %d bytes, server allows %d", proto.ErrTooLarge, h.Op, size, s.maxFrame)
-	}
 	s.writeMu.Lock()
+	if size := proto.HeaderSize + len(body); size > s.maxFrame {
+		limit := s.maxFrame
+		s.writeMu.Unlock()
+		return fmt.Errorf("%w: %s frame of %d bytes, server allows %d", proto.ErrTooLarge, h.Op, size, limit)
+	}
 	s.wbuf = proto.AppendFrame(s.wbuf[:0], h, body)
 	err := s.conn.WriteFrame(s.wbuf)
 	if cap(s.wbuf) > 4*readBufSize {
@@ -271,6 +327,16 @@ func (s *session) fail(err error) {
 		cl.result <- result{err: lost}
 	}
 	close(s.done)
+}
+
+// ended reports whether the session has failed (without taking s.mu).
+func (s *session) ended() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (s *session) cause() error {
@@ -448,25 +514,27 @@ func (s *session) heartbeatLoop() {
 	}
 }
 
-// rejoin joins rooms again on a fresh session, all requests in flight at
-// once. A room the server now refuses is dropped and logged; a lost
-// connection fails the attempt.
-func (s *session) rejoin(ctx context.Context, rooms []string) error {
-	if len(rooms) == 0 {
-		return nil
-	}
+// sendJoins sends a JOIN for each room, all at once, and returns where
+// their answers will arrive.
+func (s *session) sendJoins(rooms []string) ([]<-chan result, error) {
 	waits := make([]<-chan result, len(rooms))
 	for i, room := range rooms {
 		seq := s.c.nextSeq()
 		wait, err := s.register(seq, "")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := s.write(proto.Header{Op: proto.OpJoin, Seq: seq}, []byte(room)); err != nil {
-			return err
+			return nil, err
 		}
 		waits[i] = wait
 	}
+	return waits, nil
+}
+
+// awaitJoins waits for the answers to sendJoins. A room the server now
+// refuses is dropped and logged; a lost connection fails the attempt.
+func (s *session) awaitJoins(ctx context.Context, rooms []string, waits []<-chan result) error {
 	for i, wait := range waits {
 		select {
 		case r := <-wait:

@@ -616,6 +616,8 @@ func (s *Server) configEntries() []configEntry {
 		{"write_timeout", dur(tc.WriteTimeout)},
 		{"linger", dur(tc.Linger)},
 		{"quic_idle_timeout", dur(tc.QUICIdleTimeout)},
+		{"quic_receive_window", itoa(tc.QUICReceiveWindow)},
+		{"quic_0rtt", strconv.FormatBool(!tc.QUICDisable0RTT)},
 		{"broadcast_workers", itoa(bc.Workers)},
 		{"broadcast_shards", itoa(bc.Shards)},
 		{"broadcast_small_room", itoa(bc.SmallRoom)},

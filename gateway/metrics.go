@@ -84,7 +84,7 @@ func newMetrics(s *Server) *metrics {
 		name, help string
 		v          func(*transport.KCPStats) int64
 	}{
-		{"kcp_bad_datagrams_total", "KCP datagrams dropped: undecodable, wrong key or token, malformed segments.", func(k *transport.KCPStats) int64 { return k.BadDatagrams.Load() }},
+		{"kcp_fec_rebuilt_total", "KCP datagrams lost on the way and rebuilt from FEC parity.", func(k *transport.KCPStats) int64 { return k.FECRebuilt.Load() }},
 		{"kcp_sessions_refused_total", "New KCP sessions refused over the embryonic-session limit.", func(k *transport.KCPStats) int64 { return k.Refused.Load() }},
 		{"kcp_resets_total", "CLOSE datagrams sent for data of sessions this node does not know.", func(k *transport.KCPStats) int64 { return k.Resets.Load() }},
 		{"kcp_migrations_total", "KCP sessions that moved to a new client address.", func(k *transport.KCPStats) int64 { return k.Migrations.Load() }},
@@ -92,9 +92,45 @@ func newMetrics(s *Server) *metrics {
 		f(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "imgate", Name: c.name, Help: c.help},
 			func() float64 { return float64(c.v(&s.EngineStats().KCP)) }))
 	}
+	f(engineCollector{s,
+		prometheus.NewDesc("imgate_udp_bad_datagrams_total", "Datagrams a UDP listener (QUIC, KCP) dropped because they belong to no connection (garbage, probes, wrong version...), by transport and reason.", []string{"transport", "reason"}, nil),
+		prometheus.NewDesc("imgate_handshake_failures_total", "Transport handshakes (TLS, QUIC) that failed, by transport and reason (alpn, tls, timeout, refused, peer, other).", []string{"transport", "reason"}, nil),
+	})
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// engineCollector reports the transport engine's counters at scrape time,
+// for the kinds the node listens on.
+type engineCollector struct {
+	s               *Server
+	bad, handshakes *prometheus.Desc
+}
+
+func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.bad
+	ch <- c.handshakes
+}
+
+func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.EngineStats()
+	seen := map[transport.Kind]bool{}
+	for _, l := range c.s.Listeners() {
+		k := l.Kind()
+		if seen[k] || k == transport.KindTCP || k == transport.KindWS {
+			continue // plain TCP and WebSocket have no handshake to fail and no datagrams
+		}
+		seen[k] = true
+		if k.Datagrams() {
+			for _, r := range transport.DropReasons {
+				ch <- prometheus.MustNewConstMetric(c.bad, prometheus.CounterValue, float64(st.BadDatagrams(k, r)), k.String(), r.String())
+			}
+		}
+		for _, f := range transport.HandshakeFailures {
+			ch <- prometheus.MustNewConstMetric(c.handshakes, prometheus.CounterValue, float64(st.Handshakes(k, f)), k.String(), f.String())
+		}
+	}
 }
 
 // gaugeFunc refreshes a gauge vector just before each scrape.

@@ -78,7 +78,12 @@ func (r *Registry) Conn(id uint64) *Session {
 // device policy and the per-user limit atomically for that user. It returns
 // the session the same device had (to be closed with REPLACED), or an error
 // when the user is at its limit.
-func (r *Registry) addUser(s *Session, limit int) (replaced *Session, err error) {
+//
+// With keepReplaced the older session stays listed next to the new one
+// until the caller calls removeUser on it: the new session may be a replay
+// of 0-RTT data (see authenticate), and must not unlist a live session
+// before its handshake proves it genuine.
+func (r *Registry) addUser(s *Session, limit int, keepReplaced bool) (replaced *Session, err error) {
 	sh := r.userShard(s.uid)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -86,7 +91,11 @@ func (r *Registry) addUser(s *Session, limit int) (replaced *Session, err error)
 	for i, old := range list {
 		if old.device == s.device {
 			replaced = old
-			list[i] = s
+			if keepReplaced {
+				sh.m[s.uid] = append(list, s)
+			} else {
+				list[i] = s
+			}
 			return replaced, nil
 		}
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -285,6 +286,13 @@ func (s *Server) OnFrame(c transport.Conn, f proto.Frame) error {
 		s.answer(x, f.Header, err)
 	case proto.OpUplink:
 		s.metrics.uplinks.Inc()
+		// The one op whose effect must not happen twice: a backend acts on
+		// it. Everything else a client may send is harmless when replayed,
+		// because it only touches the (replayed, doomed) connection itself.
+		if early(c) {
+			s.answer(x, f.Header, proto.Errorf(proto.CodeTooEarly, "sent in 0-RTT data, which may be replayed: send it again after the handshake"))
+			return nil
+		}
 		s.mux.Uplink(&Request{Session: x, SVID: f.SVID, Seq: f.Seq, Body: append([]byte(nil), f.Body...)})
 	case proto.OpAck:
 		a, err := proto.ParseAck(f.Body)
@@ -302,6 +310,15 @@ func (s *Server) OnFrame(c transport.Conn, f proto.Frame) error {
 		s.mux.Sync(&Request{Session: x, SVID: f.SVID, Seq: f.Seq}, q)
 	}
 	return nil
+}
+
+// early reports a frame read before the client's handshake completed (QUIC
+// 0-RTT): it may be a replay of another connection's first flight
+// (PROTOCOL.md §11.3). Transports without early data do not implement
+// EarlyConn.
+func early(c transport.Conn) bool {
+	ec, ok := c.(transport.EarlyConn)
+	return ok && ec.Early()
 }
 
 // answer replies to a request-shaped frame with REPLY (err == nil) or ERROR.
@@ -348,14 +365,22 @@ func (s *Server) authenticate(x *Session, f proto.Frame) error {
 		return pe
 	}
 	x.uid, x.device, x.allowed, x.since = claims.UID, claims.Device, claims.Rooms, time.Now()
-	replaced, err := s.reg.addUser(x, s.cfg.MaxConnsPerUser)
+	// An AUTH in 0-RTT data may be a replay: it is answered at once (that is
+	// the point of 0-RTT), but it must not close the device's other session
+	// unless the handshake completes, which a replay never does.
+	ec, _ := x.conn.(transport.EarlyConn)
+	deferReplace := ec != nil && ec.Early()
+	replaced, err := s.reg.addUser(x, s.cfg.MaxConnsPerUser, deferReplace)
 	if err != nil {
 		x.closeCode.Store(uint32(proto.CodeTooManyConns))
 		s.metrics.authFailures.WithLabelValues(proto.CodeTooManyConns.String()).Inc()
 		return err
 	}
 	x.authed.Store(true)
-	if replaced != nil {
+	switch {
+	case replaced != nil && deferReplace:
+		go s.replaceAfterHandshake(ec, x, replaced)
+	case replaced != nil:
 		s.metrics.replaced.Inc()
 		replaced.Kick(proto.CodeReplaced, "the same device logged in again")
 	}
@@ -368,6 +393,20 @@ func (s *Server) authenticate(x *Session, f proto.Frame) error {
 	})
 	x.send(broadcast.NewFrame(proto.Header{Op: proto.OpAuthOK, Seq: f.Seq}, body))
 	return nil
+}
+
+// replaceAfterHandshake closes old, the session x replaces, once x's
+// handshake completes. Until then both are listed for the user; if x never
+// completes (a replayed 0-RTT flight), old stays as it was.
+func (s *Server) replaceAfterHandshake(ec transport.EarlyConn, x, old *Session) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*s.engine.Config().HandshakeTimeout)
+	defer cancel()
+	if ec.AwaitHandshake(ctx) != nil || x.gone.Load() {
+		return
+	}
+	s.reg.removeUser(old)
+	s.metrics.replaced.Inc()
+	old.Kick(proto.CodeReplaced, "the same device logged in again")
 }
 
 // heartbeats closes connections that stayed silent for two intervals and

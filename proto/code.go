@@ -32,6 +32,7 @@ const (
 	CodeUnsupported     Code = 18 // op known but not served by this node (e.g. SYNC without storage)
 	CodeNotInRoom       Code = 19 // LEAVE for a room the connection is not in
 	CodeClientDirection Code = 20 // a server-to-client op sent by a client (fatal)
+	CodeTooEarly        Code = 21 // a request that is not safe to replay arrived in 0-RTT data; resend after the handshake
 )
 
 // Close reasons.
@@ -53,7 +54,7 @@ var codeNames = map[Code]string{
 	CodeNoHandler: "NO_HANDLER", CodeTimeout: "TIMEOUT", CodeBackendError: "BACKEND_ERROR",
 	CodeRoomLimit: "ROOM_LIMIT", CodeRoomForbidden: "ROOM_FORBIDDEN", CodeBadRequest: "BAD_REQUEST",
 	CodeRateLimited: "RATE_LIMITED", CodeInternal: "INTERNAL", CodeUnsupported: "UNSUPPORTED",
-	CodeNotInRoom: "NOT_IN_ROOM", CodeClientDirection: "WRONG_DIRECTION",
+	CodeNotInRoom: "NOT_IN_ROOM", CodeClientDirection: "WRONG_DIRECTION", CodeTooEarly: "TOO_EARLY",
 	CodeNormal: "NORMAL", CodeKicked: "KICKED", CodeReplaced: "REPLACED",
 	CodeHeartbeatTimeout: "HEARTBEAT_TIMEOUT", CodeSlowConsumer: "SLOW_CONSUMER",
 	CodeTooManyConns: "TOO_MANY_CONNS", CodeShutdown: "SHUTDOWN", CodeProtocolError: "PROTOCOL_ERROR",

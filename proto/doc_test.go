@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -66,6 +67,38 @@ func TestProtocolDoc(t *testing.T) {
 	if *updateDoc && updated != string(text) {
 		if err := os.WriteFile(path, []byte(updated), 0o644); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// codeRow matches a row of the §6 table: code, name, fatal.
+var codeRow = regexp.MustCompile("(?m)^\\| *(\\d+) *\\| *`([A-Z_]+)` *\\| *(yes|no) *\\|")
+
+// TestProtocolDocCodes checks the §6 table of docs/PROTOCOL.md against
+// code.go: every code is listed once, with its name and fatality.
+func TestProtocolDocCodes(t *testing.T) {
+	text, err := os.ReadFile(filepath.Join("..", "docs", "PROTOCOL.md"))
+	if err != nil {
+		t.Skipf("no spec to check: %v", err)
+	}
+	seen := map[Code]bool{}
+	for _, m := range codeRow.FindAllStringSubmatch(string(text), -1) {
+		n, _ := strconv.Atoi(m[1])
+		c := Code(n)
+		if seen[c] {
+			t.Errorf("code %d is listed twice", n)
+		}
+		seen[c] = true
+		if c.String() != m[2] {
+			t.Errorf("code %d is %s in the spec, %s in code.go", n, m[2], c)
+		}
+		if c.Fatal() != (m[3] == "yes") {
+			t.Errorf("code %d (%s): the spec says fatal %s, code.go says %v", n, m[2], m[3], c.Fatal())
+		}
+	}
+	for c := range codeNames {
+		if !seen[c] {
+			t.Errorf("code %d (%s) is missing from the spec's table", uint16(c), c)
 		}
 	}
 }

@@ -436,7 +436,7 @@ func TestCodes(t *testing.T) {
 		CodeNotAuthed: true, CodeAuthFailed: true, CodeTokenExpired: true, CodeAuthTimeout: true,
 		CodeAlreadyAuthed: false, CodeNoHandler: false, CodeTimeout: false, CodeBackendError: false,
 		CodeRoomLimit: false, CodeRoomForbidden: false, CodeBadRequest: false, CodeRateLimited: false,
-		CodeInternal: false, CodeUnsupported: false, CodeNotInRoom: false, CodeClientDirection: true,
+		CodeInternal: false, CodeUnsupported: false, CodeNotInRoom: false, CodeClientDirection: true, CodeTooEarly: false,
 		CodeNormal: true, CodeKicked: true, CodeReplaced: true, CodeHeartbeatTimeout: true,
 		CodeSlowConsumer: true, CodeTooManyConns: true, CodeShutdown: true, CodeProtocolError: true,
 	}

@@ -12,13 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Stats are the engine's own counters (the gateway counts the rest).
-type Stats struct {
-	AcceptErrors   atomic.Int64
-	HandshakeFails atomic.Int64
-	KCP            KCPStats
-}
-
 // Engine owns the epoll loops and the listeners that share them.
 type Engine struct {
 	cfg     Config

@@ -255,6 +255,9 @@ type kcpSocket struct {
 	// the server may accept it as a new session.
 	unknown func(conv uint32, token uint64, segs []byte, from netip.AddrPort) kcpPeer
 	stats   *KCPStats
+	// drop counts a datagram dropped for r (the listener also reports it
+	// in the engine's per-transport drop counters).
+	drop func(r DropReason)
 	resets  tokenBucket
 }
 
@@ -273,6 +276,7 @@ func newKCPSocket(conn *net.UDPConn, opts KCPOptions, stats *KCPStats) (*kcpSock
 		return nil, err
 	}
 	s := &kcpSocket{opts: opts, block: block, stats: stats}
+	s.drop = func(DropReason) { stats.BadDatagrams.Add(1) }
 	s.swap(conn)
 	if block != nil {
 		s.envAt = kcpCryptHdr
@@ -404,23 +408,23 @@ func (s *kcpSocket) readLoop(conn *net.UDPConn) {
 // dropped and counted, touching no session.
 func (s *kcpSocket) handle(p []byte, from netip.AddrPort) {
 	if len(p) >= kcpMaxDatagam {
-		s.stats.BadDatagrams.Add(1) // truncated: larger than any MTU
+		s.drop(DropHeader) // truncated: larger than any MTU
 		return
 	}
 	if s.block != nil {
 		if len(p) < kcpCryptHdr+kcpEnvelope {
-			s.stats.BadDatagrams.Add(1)
+			s.drop(DropHeader)
 			return
 		}
 		s.block.Decrypt(p, p)
 		if crc32.ChecksumIEEE(p[kcpCryptHdr:]) != binary.LittleEndian.Uint32(p[16:]) {
-			s.stats.BadDatagrams.Add(1)
+			s.drop(DropHeader)
 			return
 		}
 		p = p[kcpCryptHdr:]
 	}
 	if len(p) < kcpEnvelope {
-		s.stats.BadDatagrams.Add(1)
+		s.drop(DropHeader)
 		return
 	}
 	typ, token, body := p[0], binary.BigEndian.Uint64(p[1:]), p[kcpEnvelope:]
@@ -436,7 +440,7 @@ func (s *kcpSocket) handle(p []byte, from netip.AddrPort) {
 				return
 			}
 		} else if peer.sess().token != token {
-			s.stats.BadDatagrams.Add(1) // a guessed or stale conversation id
+			s.drop(DropUnknownConn) // a guessed or stale conversation id
 			return
 		}
 		peer.input(body, from)
@@ -448,7 +452,7 @@ func (s *kcpSocket) handle(p []byte, from netip.AddrPort) {
 			peer.peerClosed(proto.Code(binary.BigEndian.Uint16(body[4:])))
 		}
 	default:
-		s.stats.BadDatagrams.Add(1)
+		s.drop(DropHeader)
 	}
 }
 
@@ -458,7 +462,7 @@ func (s *kcpSocket) handleShard(token uint64, body []byte, from netip.AddrPort) 
 	data, parity, k := int(body[8]), int(body[9]), int(body[10])
 	shard := body[kcpFECHeader:]
 	if data == 0 || validFEC(data, parity) != nil {
-		s.stats.BadDatagrams.Add(1)
+		s.drop(DropHeader)
 		return
 	}
 	peer := s.lookup(conv)
@@ -466,14 +470,14 @@ func (s *kcpSocket) handleShard(token uint64, body []byte, from netip.AddrPort) 
 		// Only a data shard can open a session: its payload is DATA's.
 		isData := int(seq%uint32(data+parity)) < data
 		if !isData || s.unknown == nil || len(shard) < 2+arq.Overhead {
-			s.stats.BadDatagrams.Add(1)
+			s.drop(DropUnknownConn)
 			return
 		}
 		if peer = s.unknown(conv, token, shard[2:], from); peer == nil {
 			return
 		}
 	} else if peer.sess().token != token {
-		s.stats.BadDatagrams.Add(1)
+		s.drop(DropUnknownConn)
 		return
 	}
 	ss := peer.sess()

@@ -199,7 +199,7 @@ func (c *kcpClientConn) input(segs []byte, _ netip.AddrPort) {
 	acked, err := c.eng.Input(segs, now)
 	if err != nil {
 		c.mu.Unlock()
-		c.d.stats.BadDatagrams.Add(1)
+		c.sock.drop(DropUnexpected)
 		return
 	}
 	var stack [16][]byte

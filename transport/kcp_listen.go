@@ -70,6 +70,10 @@ func (e *Engine) listenKCP(u *url.URL) (*kcpListener, error) {
 		return nil, fmt.Errorf("listen %s: %w", u.Redacted(), err)
 	}
 	l := &kcpListener{e: e, sock: sock, url: "kcp://" + conn.LocalAddr().String()}
+	sock.drop = func(r DropReason) {
+		e.stats.KCP.BadDatagrams.Add(1)
+		e.stats.AddBadDatagram(KindKCP, r)
+	}
 	sock.unknown = l.accept
 	return l, nil
 }
@@ -87,12 +91,13 @@ func (l *kcpListener) accept(conv uint32, token uint64, segs []byte, from netip.
 			l.e.stats.KCP.Resets.Add(1)
 			l.sock.sendClose(conv, token, proto.CodeShutdown, from)
 		} else {
-			l.e.stats.KCP.BadDatagrams.Add(1)
+			l.sock.drop(DropUnknownConn)
 		}
 		return nil
 	}
 	if l.embryonic.Load() >= int64(l.sock.opts.MaxEmbryonic) {
 		l.e.stats.KCP.Refused.Add(1)
+		l.sock.drop(DropOverload)
 		return nil
 	}
 	c := &kcpConn{l: l, h: l.h}
@@ -196,7 +201,7 @@ func (c *kcpConn) input(segs []byte, from netip.AddrPort) {
 	if err != nil {
 		c.mu.Unlock()
 		c.feedMu.Unlock()
-		c.stats().BadDatagrams.Add(1)
+		c.sock.drop(DropUnexpected)
 		return
 	}
 	if from != c.addr {

@@ -1,23 +1,26 @@
 package transport
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"imgate/proto"
 )
 
-// The goroutine transport: for connections the reactor cannot drive, today
-// TLS (crypto/tls needs a blocking net.Conn). Each connection has a reader
-// goroutine and a per-connection read buffer for as long as it lives; a
-// writer goroutine exists only while it has something to write. The codec,
-// outbox and Handler contract are the same as the reactor's, so the layers
-// above cannot tell the two apart.
+// The goroutine transport: for connections the reactor cannot drive, TLS
+// (crypto/tls needs a blocking net.Conn) and QUIC streams. Each connection
+// has a reader goroutine for as long as it lives; it waits with a 512-byte
+// buffer of its own and borrows a pooled StreamReadBuffer only while data
+// keeps coming. A writer goroutine exists only while it has something to
+// write. The codec, outbox and Handler contract are the same as the
+// reactor's, so the layers above cannot tell the two apart.
 
 type streamListener struct {
 	e      *Engine
@@ -100,6 +103,37 @@ func (c *streamConn) Context() any                  { b, _ := c.ctx.Load().(ctxB
 func (c *streamConn) Enqueue(f Frame) (bool, error) { return c.out.push(f) }
 func (c *streamConn) Flush()                        { go c.flushLoop() }
 
+// Early implements EarlyConn: true while a QUIC connection that sent 0-RTT
+// data has not completed its handshake; always false on TLS.
+func (c *streamConn) Early() bool {
+	e, ok := c.nc.(earlyStream)
+	return ok && e.Early()
+}
+
+// AwaitHandshake implements EarlyConn.
+func (c *streamConn) AwaitHandshake(ctx context.Context) error {
+	if e, ok := c.nc.(earlyStream); ok {
+		return e.AwaitHandshake(ctx)
+	}
+	return nil
+}
+
+// earlyStream is a net.Conn that may read data before its handshake
+// completes (a QUIC stream).
+type earlyStream interface {
+	Early() bool
+	AwaitHandshake(ctx context.Context) error
+}
+
+// handshaker is a net.Conn with a handshake of its own that the reader must
+// wait for before the connection is opened (QUIC; TLS has its own branch).
+type handshaker interface {
+	HandshakeContext(ctx context.Context) error
+}
+
+// smallRead is what a reader holds while it waits; see run.
+const smallRead = 512
+
 func (c *streamConn) Send(f Frame) error {
 	start, err := c.out.push(f)
 	if start {
@@ -112,13 +146,21 @@ func (c *streamConn) run() {
 	cfg := c.e.cfg
 	var err error
 	defer func() { c.release(err) }()
-	if tc, ok := c.nc.(*tls.Conn); ok {
-		tc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
-		if err = tc.Handshake(); err != nil {
-			c.e.stats.HandshakeFails.Add(1)
+	switch nc := c.nc.(type) {
+	case *tls.Conn:
+		nc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
+		if err = nc.Handshake(); err != nil {
+			c.e.stats.AddHandshakeFailure(c.kind, tlsFailure(err))
 			return
 		}
-		tc.SetDeadline(time.Time{})
+		nc.SetDeadline(time.Time{})
+	case handshaker:
+		// QUIC bounds its handshake itself (HandshakeTimeout without a
+		// packet, twice that in all), and its listener counts the failures:
+		// most end before a connection is ever accepted.
+		if err = nc.HandshakeContext(context.Background()); err != nil {
+			return
+		}
 	}
 	if c.codec.ws == nil {
 		c.opened = true
@@ -126,13 +168,31 @@ func (c *streamConn) run() {
 	} else {
 		c.e.jan.add(c, time.Now().Add(cfg.HandshakeTimeout))
 	}
-	buf := make([]byte, cfg.StreamReadBuffer)
+	// An idle connection waits in Read forever, so it waits on a small
+	// buffer of its own; a read that fills it suggests more is queued, and
+	// the next reads borrow a pooled StreamReadBuffer until one comes back
+	// short (drained). At rest that saves the big buffer per connection.
+	small := make([]byte, smallRead)
+	buf, borrowed := small, false
+	defer func() {
+		if borrowed {
+			putBuf(buf)
+		}
+	}()
 	for {
 		n, rerr := c.nc.Read(buf)
 		if n > 0 && !c.closing.Load() {
 			if ferr := c.codec.feed(buf[:n]); ferr != nil {
 				c.fail(ferr)
 			}
+		}
+		switch {
+		case !borrowed && n == len(buf) && cfg.StreamReadBuffer > smallRead:
+			buf, borrowed = getBuf(cfg.StreamReadBuffer), true
+			buf = buf[:cap(buf)]
+		case borrowed && n < len(buf):
+			putBuf(buf)
+			buf, borrowed = small, false
 		}
 		if rerr != nil {
 			if !errors.Is(rerr, io.EOF) || !c.closing.Load() {
@@ -167,6 +227,21 @@ func (c *streamConn) release(err error) {
 	if c.opened {
 		c.h.OnClose(c, err)
 	}
+}
+
+// tlsFailure classifies a failed TLS handshake for the metrics.
+func tlsFailure(err error) HandshakeFailure {
+	var ne net.Error
+	var alert tls.AlertError
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return HandshakeTimeout
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		return HandshakePeer
+	case errors.As(err, &alert) && alert == 120: // no_application_protocol
+		return HandshakeALPN
+	}
+	return HandshakeTLS
 }
 
 // flushLoop writes the queue in chunks of up to 64 KiB: TLS turns each write

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"net"
 	"runtime"
@@ -33,6 +34,10 @@ func (k Kind) String() string {
 
 // WebSocket reports whether frames on this kind travel inside WebSocket messages.
 func (k Kind) WebSocket() bool { return k == KindWS || k == KindWSS }
+
+// Datagrams reports whether the kind runs over UDP, where anyone can send a
+// listener datagrams that belong to no connection.
+func (k Kind) Datagrams() bool { return k == KindKCP || k == KindQUIC }
 
 // Kinds lists every kind, for metrics that report per transport.
 var Kinds = []Kind{KindTCP, KindTLS, KindWS, KindWSS, KindKCP, KindQUIC}
@@ -70,6 +75,22 @@ type Conn interface {
 	// SetContext attaches the upper layer's state; Context returns it.
 	SetContext(v any)
 	Context() any
+}
+
+// EarlyConn is implemented by connections whose first frames may arrive
+// before the client's handshake has completed: QUIC 0-RTT data, which an
+// attacker who recorded it can replay to the node on a connection of its
+// own. Such a connection never completes its handshake, so a frame read
+// while Early reports true may be a replay; one read after it reports false
+// is not. The gateway asks only before acting on a frame whose effect must
+// not happen twice. Transports without early data never report true.
+type EarlyConn interface {
+	Conn
+	// Early reports whether the handshake is still incomplete.
+	Early() bool
+	// AwaitHandshake waits until the handshake has completed (nil), the
+	// connection has ended without completing it, or ctx ends.
+	AwaitHandshake(ctx context.Context) error
 }
 
 // Handler receives a connection's events. Calls for one connection never
@@ -114,8 +135,9 @@ type Config struct {
 	// ReadBuffer is the size of each loop's shared read buffer; a connection
 	// holds a buffer of its own only while a frame is half-received.
 	ReadBuffer int
-	// StreamReadBuffer is the per-connection read buffer of the goroutine
-	// transports (TLS); they cannot share one.
+	// StreamReadBuffer is the read buffer a goroutine-transport connection
+	// (TLS, QUIC) borrows from a pool while data keeps arriving; a waiting
+	// connection holds only a 512-byte one of its own.
 	StreamReadBuffer int
 	// SendBuffer, when positive, fixes each TCP socket's kernel send buffer
 	// (SO_SNDBUF) in bytes. The kernel otherwise grows it up to tcp_wmem's
@@ -137,6 +159,15 @@ type Config struct {
 	// KCP is the default for kcp:// listeners; a listener URL's query
 	// (preset, interval, sndwnd, crypt, key, ...) overrides it.
 	KCP KCPOptions
+	// QUICReceiveWindow is the most a client may have in flight towards the
+	// node on its stream (flow control); the connection's window is 1.5
+	// times that. Windows start at the frame limit and grow up to it. It
+	// bounds what one client can make the node buffer (quic-go's own
+	// defaults are 6 and 15 MiB).
+	QUICReceiveWindow int
+	// QUICDisable0RTT refuses 0-RTT: resuming clients then wait one round
+	// trip before their first frame, as first-time clients do.
+	QUICDisable0RTT bool
 	// Linger is how long a closing connection waits for the peer to read its
 	// last frame before it is cut.
 	Linger time.Duration
@@ -145,16 +176,17 @@ type Config struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Loops:            runtime.GOMAXPROCS(0),
-		MaxFrame:         proto.DefaultMaxFrame,
-		QueueBytes:       256 << 10,
-		ReadBuffer:       64 << 10,
-		StreamReadBuffer: 4 << 10,
-		WSPath:           "/ws",
-		HandshakeTimeout: 10 * time.Second,
-		WriteTimeout:     10 * time.Second,
-		Linger:           2 * time.Second,
-		QUICIdleTimeout:  90 * time.Second,
+		Loops:             runtime.GOMAXPROCS(0),
+		MaxFrame:          proto.DefaultMaxFrame,
+		QueueBytes:        256 << 10,
+		ReadBuffer:        64 << 10,
+		StreamReadBuffer:  4 << 10,
+		WSPath:            "/ws",
+		HandshakeTimeout:  10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		Linger:            2 * time.Second,
+		QUICIdleTimeout:   90 * time.Second,
+		QUICReceiveWindow: 256 << 10,
 	}
 }
 
@@ -193,6 +225,11 @@ func (c Config) withDefaults() Config {
 	if c.QUICIdleTimeout <= 0 {
 		c.QUICIdleTimeout = d.QUICIdleTimeout
 	}
+	if c.QUICReceiveWindow <= 0 {
+		c.QUICReceiveWindow = d.QUICReceiveWindow
+	}
+	// A frame must fit: the window never shrinks below the frame limit.
+	c.QUICReceiveWindow = max(c.QUICReceiveWindow, c.MaxFrame)
 	return c
 }
 

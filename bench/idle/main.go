@@ -6,6 +6,11 @@
 // /proc and the kernel's TCP memory from /proc/net/sockstat.
 //
 //	imgate-idle --sizes 1000,5000,10000,19000 --transports tcp,ws --out bench/out
+//	imgate-idle --sizes 10000 --transports quic --profile bench/out   # plus heap and goroutine profiles
+//
+// With --profile the gateway's HTTP API is on, and after settling the tool
+// saves its heap profile (heap_<tr>_<n>.pprof), its goroutine count and the
+// runtime's memory classes (memstats_<tr>_<n>.txt) next to idle.json.
 package main
 
 import (
@@ -14,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,12 +41,14 @@ func main() {
 	}
 	bin := flag.String("bin", "bin/imgate", "gateway binary")
 	sizes := flag.String("sizes", "1000,5000,10000,19000", "connection counts to measure")
-	transports := flag.String("transports", "tcp,ws,netpoll,netpoll1k", "what to measure: tcp and ws (imgate), netpoll and netpoll1k (bare netpoll v0.7.2 servers with default and 1 KiB buffers, the baseline), tls and wss")
+	transports := flag.String("transports", "tcp,ws,netpoll,netpoll1k", "what to measure: tcp, ws and quic (imgate), netpoll and netpoll1k (bare netpoll v0.7.2 servers with default and 1 KiB buffers, the baseline), tls and wss")
 	src := flag.String("src", "127.0.0.2-127.0.0.40", "source address range for client sockets")
 	settle := flag.Duration("settle", 4*time.Second, "wait before reading memory")
 	out := flag.String("out", "bench/out", "directory for idle.json")
 	workers := flag.Int("workers", 64, "concurrent connection setups")
+	profile := flag.Bool("profile", false, "save the gateway's heap profile and memory classes with N connections open (into --out)")
 	flag.Parse()
+	check(os.MkdirAll(*out, 0o755))
 
 	srcs, err := load.ParseSources(*src)
 	check(err)
@@ -50,14 +58,17 @@ func main() {
 		for _, s := range strings.Split(*sizes, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(s))
 			check(err)
-			r, err := measure(*bin, tr, n, srcs, *settle, *workers)
+			prof := ""
+			if *profile {
+				prof = filepath.Join(*out, fmt.Sprintf("%s_%d", tr, n))
+			}
+			r, err := measure(*bin, tr, n, srcs, *settle, *workers, prof)
 			check(err)
 			fmt.Printf("%-4s %7d %12d %12d %14.0f %14.0f\n", tr, n, r.baseKB, r.rssKB, r.perConn, r.kernelPerConn)
 			results[fmt.Sprintf("idle_bytes_per_conn_%s_%d", tr, n)] = r.perConn
 			results[fmt.Sprintf("kernel_bytes_per_conn_%s_%d", tr, n)] = r.kernelPerConn
 		}
 	}
-	check(os.MkdirAll(*out, 0o755))
 	data, _ := json.MarshalIndent(results, "", "  ")
 	check(os.WriteFile(filepath.Join(*out, "idle.json"), append(data, '\n'), 0o644))
 	fmt.Println("wrote", filepath.Join(*out, "idle.json"))
@@ -68,14 +79,16 @@ type result struct {
 	perConn, kernelPerConn float64
 }
 
-func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers int) (result, error) {
+// measure opens n connections of kind tr to a fresh gateway. When prof is
+// set it also saves prof+".heap.pprof" and prof+".memstats.txt".
+func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers int, prof string) (result, error) {
 	var r result
 	dir, err := os.MkdirTemp("", "imgate-idle")
 	if err != nil {
 		return r, err
 	}
 	defer os.RemoveAll(dir)
-	tcpPort, wsPort := freePort(), freePort()
+	tcpPort, wsPort, quicPort, httpPort := freePort(), freePort(), freePort(), freePort()
 	var proc *os.Process
 	dialTr := tr
 	if size, ok := map[string]int{"netpoll": 0, "netpoll1k": 1024}[tr]; ok {
@@ -84,9 +97,16 @@ func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers
 			return r, err
 		}
 	} else {
-		args := []string{"gateway", "--data", dir, "--admin", "", "--http", "",
-			"--listen", fmt.Sprintf("tcp://127.0.0.1:%d,ws://127.0.0.1:%d/ws", tcpPort, wsPort),
-			"--heartbeat", "10m", "--log-level", "warn"}
+		httpAddr := ""
+		if prof != "" {
+			httpAddr = fmt.Sprintf("127.0.0.1:%d", httpPort)
+		}
+		listen := fmt.Sprintf("tcp://127.0.0.1:%d,ws://127.0.0.1:%d/ws", tcpPort, wsPort)
+		if tr == "quic" {
+			listen += fmt.Sprintf(",quic://127.0.0.1:%d", quicPort)
+		}
+		args := []string{"gateway", "--data", dir, "--admin", "", "--http", httpAddr,
+			"--listen", listen, "--heartbeat", "10m", "--log-level", "warn"}
 		if tr == "tls" || tr == "wss" {
 			cert, key, err := writeSelfSigned(dir)
 			if err != nil {
@@ -122,7 +142,8 @@ func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers
 	}
 	start := time.Now()
 	m, err := load.Open(load.Dial{
-		Target:      load.Target{TCP: fmt.Sprintf("127.0.0.1:%d", tcpPort), WS: fmt.Sprintf("%s://127.0.0.1:%d/ws", scheme, wsPort), Key: key},
+		Target: load.Target{TCP: fmt.Sprintf("127.0.0.1:%d", tcpPort), WS: fmt.Sprintf("%s://127.0.0.1:%d/ws", scheme, wsPort),
+			QUIC: fmt.Sprintf("127.0.0.1:%d", quicPort), Key: key},
 		Transport:   dialTr,
 		N:           n,
 		Srcs:        srcs,
@@ -141,7 +162,60 @@ func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers
 	r.rssKB = rssKB(proc.Pid)
 	r.perConn = float64(r.rssKB-r.baseKB) * 1024 / float64(n)
 	r.kernelPerConn = float64(baseline.TCPMemPages()-kernelBase) * float64(os.Getpagesize()) / float64(2*n) // both ends are on this host
+	if prof != "" {
+		if err := saveProfiles(fmt.Sprintf("127.0.0.1:%d", httpPort), prof, n); err != nil {
+			return r, fmt.Errorf("profile: %w", err)
+		}
+	}
 	return r, nil
+}
+
+// saveProfiles fetches the gateway's heap profile and its runtime memory
+// classes (the debug=1 heap page ends with runtime.MemStats), and writes
+// them with the goroutine count, per connection where that helps.
+func saveProfiles(httpAddr, prefix string, n int) error {
+	get := func(path string) ([]byte, error) {
+		resp, err := http.Get("http://" + httpAddr + path)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
+		}
+		return io.ReadAll(resp.Body)
+	}
+	heap, err := get("/debug/pprof/heap?gc=1")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(prefix+".heap.pprof", heap, 0o644); err != nil {
+		return err
+	}
+	page, err := get("/debug/pprof/heap?debug=1")
+	if err != nil {
+		return err
+	}
+	gr, err := get("/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	// The first line of the goroutine page is "goroutine profile: total N".
+	first, _, _ := strings.Cut(string(gr), "\n")
+	fmt.Fprintf(&b, "%s (%d connections)\n", first, n)
+	for _, line := range strings.Split(string(page), "\n") {
+		// "# HeapInuse = 123456" and friends; "# Stack = 123 / 456".
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "# "), " = ")
+		if !ok || !strings.HasPrefix(line, "# ") {
+			continue
+		}
+		v, _, _ = strings.Cut(v, " ") // "Stack = inuse / sys": the first
+		if x, err := strconv.ParseFloat(v, 64); err == nil && x >= float64(n) {
+			fmt.Fprintf(&b, "%-14s %14.0f  %9.0f per connection\n", k, x, x/float64(n))
+		}
+	}
+	return os.WriteFile(prefix+".memstats.txt", []byte(b.String()), 0o644)
 }
 
 func rssKB(pid int) int {

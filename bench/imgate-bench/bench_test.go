@@ -124,3 +124,33 @@ func TestGeneratorsAggregate(t *testing.T) {
 		t.Fatalf("merged latency samples %d", n)
 	}
 }
+
+// baddata against an in-process gateway: every garbage datagram sent is
+// rejected and counted by the node, and a cost per datagram comes out.
+func TestBadData(t *testing.T) {
+	cfg := gateway.DefaultConfig()
+	cfg.Listen = []string{"quic://127.0.0.1:0"}
+	cfg.AdminAddr, cfg.HTTPAddr, cfg.DataDir = "", "127.0.0.1:0", t.TempDir()
+	cfg.Auth.Keys = []gateway.KeyConfig{{ID: "k", Alg: "HS256", Secret: "baddata-test-secret-0123456789abcdef"}}
+	s, err := gateway.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	srcs, _ := load.ParseSources("127.0.0.2-127.0.0.4")
+	b := &bench{o: options{badN: 3000, badRate: 10000, out: t.TempDir()}, srcs: srcs, progress: report.NewProgress(os.Stderr), results: report.NewResults(), table: &report.Table{}}
+	g := &node{pid: os.Getpid(), target: load.Target{HTTP: s.HTTPAddr(), QUIC: s.Listeners()[0].Addr().String()}}
+	ns, err := b.badDatagrams(g, "quic", g.target.QUIC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := g.badCount("quic"); !ok || n != 3000 {
+		t.Fatalf("the node counted %d (reported: %v), want 3000", n, ok)
+	}
+	if ns <= 0 {
+		t.Fatalf("%v ns per datagram", ns)
+	}
+}

@@ -2,7 +2,7 @@
 // room fan-out, group-chat rooms, unicast pushes and connection storms, each
 // next to a raw-writer floor and a real nats-server measured in the same run.
 //
-//	imgate-bench [all|idle|fanout|rooms|unicast|storm|weaknet] [flags]
+//	imgate-bench [all|idle|fanout|rooms|unicast|storm|baddata|udpscale|weaknet] [flags]
 //
 // By default it starts bin/imgate and bin/nats-server itself (local mode) and
 // reads their CPU and memory from /proc. With --target-tcp and friends it
@@ -50,6 +50,10 @@ type options struct {
 	udpMessages  int
 	kcpPreset    string
 	weaknet      weaknetOptions
+	badTargets   []string // UDP listener URLs for baddata (quic://, kcp://)
+	badN         int
+	badRate      float64
+	quicMembers  int // fanout over QUIC: members (0: skip)
 }
 
 func main() {
@@ -103,7 +107,16 @@ func main() {
 	fs.Float64Var(&o.weaknet.rate, "weaknet-rate", weaknet.DefaultRate, "weaknet: messages per second pushed to the client")
 	fs.DurationVar(&o.weaknet.duration, "weaknet-duration", weaknet.DefaultDuration, "weaknet: publishing time per transport and condition")
 	fs.DurationVar(&o.weaknet.drain, "weaknet-drain", weaknet.DefaultDrain, "weaknet: how long to wait for messages still in flight")
+	badTargets := fs.String("baddata-targets", "", "baddata: UDP listener URLs, comma-separated (quic://host:port, kcp://host:port); default the started gateway's quic:// listener")
+	fs.IntVar(&o.badN, "baddata-n", 200000, "baddata: garbage datagrams per listener")
+	fs.Float64Var(&o.badRate, "baddata-rate", 50000, "baddata: datagrams per second (all source addresses together)")
+	fs.IntVar(&o.quicMembers, "fanout-quic", 3000, "fanout: members of a second run over QUIC (0: TCP only)")
 	fs.Parse(args)
+	for _, t := range strings.Split(*badTargets, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			o.badTargets = append(o.badTargets, t)
+		}
+	}
 	o.idleKinds = strings.Split(*idleKinds, ",")
 	for _, s := range strings.Split(*sizes, ",") {
 		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n > 0 {
@@ -114,14 +127,14 @@ func main() {
 	check(err)
 	defer b.close()
 	scenarios := map[string]func() error{
-		"idle": b.idle, "fanout": b.fanout, "rooms": b.rooms, "unicast": b.unicast, "storm": b.storm,
+		"idle": b.idle, "fanout": b.fanout, "rooms": b.rooms, "unicast": b.unicast, "storm": b.storm, "baddata": b.baddata,
 		"udpscale": b.udpScale, // not in all: its own make target (bench-udp-scale)
 		"weaknet":  b.weaknet,  // not in all: root and network namespaces (bench-weaknet)
 	}
-	order := []string{"idle", "storm", "fanout", "rooms", "unicast"}
+	order := []string{"idle", "storm", "fanout", "rooms", "unicast", "baddata"}
 	if cmd != "all" {
 		if _, ok := scenarios[cmd]; !ok {
-			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm, udpscale, weaknet)\n", cmd)
+			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm, baddata, udpscale, weaknet)\n", cmd)
 			os.Exit(2)
 		}
 		order = []string{cmd}

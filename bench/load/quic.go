@@ -54,8 +54,12 @@ func (q *quicDialer) dial(addr string, i int) (net.Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := tr.Dial(ctx, ua, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{client.ALPN}},
-		&quic.Config{KeepAlivePeriod: 15 * time.Second, MaxIdleTimeout: 90 * time.Second})
+	// A refused handshake (the node's accept queue full in a connect storm)
+	// is tried again after a jittered wait, as the client library does.
+	conn, err := client.DialQUICRetry(ctx, func(ctx context.Context) (*quic.Conn, error) {
+		return tr.Dial(ctx, ua, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{client.ALPN}},
+			&quic.Config{KeepAlivePeriod: 15 * time.Second, MaxIdleTimeout: 90 * time.Second})
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -52,6 +52,8 @@ type fileConfig struct {
 		KCPMaxEmbryonic  *int      `toml:"kcp_max_embryonic"`
 		KCPDataShards    *int      `toml:"kcp_data_shards"`
 		KCPParityShards  *int      `toml:"kcp_parity_shards"`
+		QUICWindow       *int      `toml:"quic_receive_window"`
+		QUIC0RTT         *bool     `toml:"quic_0rtt"`
 	} `toml:"transport"`
 	Broadcast struct {
 		Workers   *int `toml:"workers"`
@@ -136,6 +138,10 @@ func loadFile(path string, c *gateway.Config) error {
 	set(&t.KCP.MaxEmbryonic, f.Transport.KCPMaxEmbryonic)
 	set(&t.KCP.DataShards, f.Transport.KCPDataShards)
 	set(&t.KCP.ParityShards, f.Transport.KCPParityShards)
+	set(&t.QUICReceiveWindow, f.Transport.QUICWindow)
+	if f.Transport.QUIC0RTT != nil {
+		t.QUICDisable0RTT = !*f.Transport.QUIC0RTT
+	}
 	b := &c.Broadcast
 	set(&b.Workers, f.Broadcast.Workers)
 	set(&b.Shards, f.Broadcast.Shards)
@@ -192,7 +198,7 @@ func list(dst func(*gateway.Config) *[]string) func(*gateway.Config, string) err
 var settings = []setting{
 	{"node", "node id (default: host name)", str(func(c *gateway.Config) *string { return &c.NodeID })},
 	{"data", "data directory (generated keys, certificates)", str(func(c *gateway.Config) *string { return &c.DataDir })},
-	{"listen", "client listeners, comma-separated URLs (tcp://, ws://host:port/path, tls://, wss://)", list(func(c *gateway.Config) *[]string { return &c.Listen })},
+	{"listen", "client listeners, comma-separated URLs (tcp://, ws://host:port/path, tls://, wss://, quic://)", list(func(c *gateway.Config) *[]string { return &c.Listen })},
 	{"tls-cert", "PEM certificate for tls:// and wss://", str(func(c *gateway.Config) *string { return &c.TLSCert })},
 	{"tls-key", "PEM key for tls:// and wss://", str(func(c *gateway.Config) *string { return &c.TLSKey })},
 	{"admin", "admin port address (redis protocol); empty disables", str(func(c *gateway.Config) *string { return &c.AdminAddr })},

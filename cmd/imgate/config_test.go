@@ -19,6 +19,14 @@ func TestExampleConfigLoads(t *testing.T) {
 	if cfg.NodeID != "edge-1" || cfg.HeartbeatInterval != 30*time.Second || cfg.Transport.QUICIdleTimeout != 90*time.Second || len(cfg.Listen) != 4 {
 		t.Fatalf("example not applied: %+v", cfg)
 	}
+	if cfg.Transport.QUICReceiveWindow != 262144 || cfg.Transport.QUICDisable0RTT {
+		t.Fatalf("example's QUIC settings not applied: %+v", cfg.Transport)
+	}
+	path := filepath.Join(t.TempDir(), "off.toml")
+	os.WriteFile(path, []byte("[transport]\nquic_0rtt = false\n"), 0o600)
+	if err := loadFile(path, &cfg); err != nil || !cfg.Transport.QUICDisable0RTT {
+		t.Fatalf("quic_0rtt = false: %v, disabled %v", err, cfg.Transport.QUICDisable0RTT)
+	}
 }
 
 // Layers: defaults < file < environment < flags.
