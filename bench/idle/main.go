@@ -34,6 +34,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "kcpgo-server" {
+		runKCPGoServer(os.Args[2])
+		return
+	}
 	if len(os.Args) == 4 && os.Args[1] == "netpoll-server" {
 		size, _ := strconv.Atoi(os.Args[3])
 		runNetpollServer(os.Args[2], size)
@@ -41,7 +45,7 @@ func main() {
 	}
 	bin := flag.String("bin", "bin/imgate", "gateway binary")
 	sizes := flag.String("sizes", "1000,5000,10000,19000", "connection counts to measure")
-	transports := flag.String("transports", "tcp,ws,netpoll,netpoll1k", "what to measure: tcp, ws and quic (imgate), netpoll and netpoll1k (bare netpoll v0.7.2 servers with default and 1 KiB buffers, the baseline), tls and wss")
+	transports := flag.String("transports", "tcp,ws,netpoll,netpoll1k", "what to measure: tcp, ws, kcp and quic (imgate), netpoll and netpoll1k (bare netpoll v0.7.2 servers with default and 1 KiB buffers, the baseline), kcpgo (kcp-go's Listener, the baseline for kcp), tls and wss")
 	src := flag.String("src", "127.0.0.2-127.0.0.40", "source address range for client sockets")
 	settle := flag.Duration("settle", 4*time.Second, "wait before reading memory")
 	out := flag.String("out", "bench/out", "directory for idle.json")
@@ -88,10 +92,14 @@ func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers
 		return r, err
 	}
 	defer os.RemoveAll(dir)
-	tcpPort, wsPort, quicPort, httpPort := freePort(), freePort(), freePort(), freePort()
+	tcpPort, wsPort, quicPort, httpPort, kcpPort := freePort(), freePort(), freePort(), freePort(), freePort()
 	var proc *os.Process
 	dialTr := tr
-	if size, ok := map[string]int{"netpoll": 0, "netpoll1k": 1024}[tr]; ok {
+	if tr == "kcpgo" {
+		if proc, err = startKCPGoServer(strconv.Itoa(kcpPort)); err != nil {
+			return r, err
+		}
+	} else if size, ok := map[string]int{"netpoll": 0, "netpoll1k": 1024}[tr]; ok {
 		dialTr = "tcp"
 		if proc, err = startNetpollServer(tcpPort, size); err != nil {
 			return r, err
@@ -102,8 +110,11 @@ func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers
 			httpAddr = fmt.Sprintf("127.0.0.1:%d", httpPort)
 		}
 		listen := fmt.Sprintf("tcp://127.0.0.1:%d,ws://127.0.0.1:%d/ws", tcpPort, wsPort)
-		if tr == "quic" {
+		switch tr {
+		case "quic":
 			listen += fmt.Sprintf(",quic://127.0.0.1:%d", quicPort)
+		case "kcp":
+			listen += fmt.Sprintf(",kcp://127.0.0.1:%d?preset=fast", kcpPort)
 		}
 		args := []string{"gateway", "--data", dir, "--admin", "", "--http", httpAddr,
 			"--listen", listen, "--heartbeat", "10m", "--log-level", "warn"}
@@ -143,8 +154,9 @@ func measure(bin, tr string, n int, srcs []net.IP, settle time.Duration, workers
 	start := time.Now()
 	m, err := load.Open(load.Dial{
 		Target: load.Target{TCP: fmt.Sprintf("127.0.0.1:%d", tcpPort), WS: fmt.Sprintf("%s://127.0.0.1:%d/ws", scheme, wsPort),
-			QUIC: fmt.Sprintf("127.0.0.1:%d", quicPort), Key: key},
+			QUIC: fmt.Sprintf("127.0.0.1:%d", quicPort), KCP: fmt.Sprintf("127.0.0.1:%d", kcpPort), Key: key},
 		Transport:   dialTr,
+		KCPPreset:   "fast",
 		N:           n,
 		Srcs:        srcs,
 		Concurrency: workers,

@@ -4,6 +4,8 @@ import (
 	"net"
 	"sync"
 
+	kcp "github.com/xtaci/kcp-go/v5"
+
 	"imgate/transport"
 )
 
@@ -43,4 +45,17 @@ func (k *kcpDialers) close() {
 	for _, d := range k.ds {
 		d.Close()
 	}
+}
+
+// dialKCPGo opens a kcp-go session (its own UDP socket) in stream mode with
+// the fast settings: the client side of imgate-idle's kcp-go baseline.
+func dialKCPGo(addr string) (net.Conn, error) {
+	s, err := kcp.DialWithOptions(addr, nil, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	s.SetStreamMode(true)
+	s.SetNoDelay(1, 20, 2, 1)
+	s.SetWindowSize(128, 128)
+	return s, nil
 }

@@ -135,6 +135,8 @@ func (m *Members) dialOne(d Dial, i int) (net.Conn, *bufio.Reader, error) {
 		c, err = m.quic.dial(d.Target.QUIC, i)
 	} else if m.kcp != nil {
 		c, err = m.kcp.dial(d.Target.KCP, i)
+	} else if d.Transport == "kcpgo" {
+		c, err = dialKCPGo(d.Target.KCP)
 	} else if m.ws {
 		wd := ws.Dialer{Timeout: 30 * time.Second, TLSConfig: benchTLS, NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return nd.DialContext(ctx, network, addr)

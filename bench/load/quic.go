@@ -58,7 +58,9 @@ func (q *quicDialer) dial(addr string, i int) (net.Conn, error) {
 	// is tried again after a jittered wait, as the client library does.
 	conn, err := client.DialQUICRetry(ctx, func(ctx context.Context) (*quic.Conn, error) {
 		return tr.Dial(ctx, ua, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{client.ALPN}},
-			&quic.Config{KeepAlivePeriod: 15 * time.Second, MaxIdleTimeout: 90 * time.Second})
+			// A handshake may wait long on a node busy with a connect
+			// storm on two shared cores; the load side waits for it.
+			&quic.Config{KeepAlivePeriod: 15 * time.Second, MaxIdleTimeout: 90 * time.Second, HandshakeIdleTimeout: 25 * time.Second})
 	})
 	if err != nil {
 		return nil, err
