@@ -53,9 +53,8 @@ var errSameToken = errors.New("client: token func returned the refused token aga
 // On a connection resuming with 0-RTT the session does not wait for AUTH_OK:
 // the rooms' JOINs and any requests waiting for a connection go out right
 // behind AUTH, in the first flight (the server handles a connection's frames
-// in order, and serves none of them if AUTH fails). Otherwise it waits for
-// AUTH_OK first, as a client must not rely on pipelining over a fresh
-// handshake's round trip for nothing.
+// in order, and serves none of them if AUTH fails). Otherwise (a first
+// connection, other transports) it sends AUTH and waits for AUTH_OK first.
 func (c *Client) connect(ctx context.Context, ep endpoint, refused string) (*session, string, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
