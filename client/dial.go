@@ -27,6 +27,13 @@ type earlyConn interface {
 	Early() bool
 	// AwaitHandshake waits until the handshake has completed.
 	AwaitHandshake(ctx context.Context) error
+	// Rejected reports whether err means the server refused the 0-RTT data:
+	// none of it was served, and this frameConn is dead, but the
+	// connection under it is not (see Resume).
+	Rejected(err error) bool
+	// Resume returns a fresh frameConn on the same connection once its
+	// handshake has completed, after Rejected.
+	Resume(ctx context.Context) (frameConn, error)
 }
 
 // frameConn is one transport connection seen as a sequence of whole frames.
@@ -259,16 +266,43 @@ func (s *streamConn) Close() error { return s.rwc.Close() }
 
 // Early implements earlyConn for streams that have a handshake of their own.
 func (s *streamConn) Early() bool {
-	e, ok := s.rwc.(earlyConn)
+	e, ok := s.rwc.(earlyStream)
 	return ok && e.Early()
 }
 
 // AwaitHandshake implements earlyConn.
 func (s *streamConn) AwaitHandshake(ctx context.Context) error {
-	if e, ok := s.rwc.(earlyConn); ok {
+	if e, ok := s.rwc.(earlyStream); ok {
 		return e.AwaitHandshake(ctx)
 	}
 	return nil
+}
+
+// Rejected implements earlyConn.
+func (s *streamConn) Rejected(err error) bool {
+	e, ok := s.rwc.(earlyStream)
+	return ok && e.Rejected(err)
+}
+
+// Resume implements earlyConn.
+func (s *streamConn) Resume(ctx context.Context) (frameConn, error) {
+	e, ok := s.rwc.(earlyStream)
+	if !ok {
+		return nil, errors.New("client: this transport has no early data to resume from")
+	}
+	rwc, err := e.Resume(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return newStreamConn(rwc), nil
+}
+
+// earlyStream is a byte stream with a handshake of its own (a QUIC stream).
+type earlyStream interface {
+	Early() bool
+	AwaitHandshake(ctx context.Context) error
+	Rejected(err error) bool
+	Resume(ctx context.Context) (io.ReadWriteCloser, error)
 }
 
 // messageTransport carries one whole frame per message (WebSocket, later

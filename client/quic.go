@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/url"
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"imgate/proto"
 )
 
 // ALPN is what the gateway's QUIC listener requires.
@@ -108,6 +111,20 @@ type quicStream struct {
 	conn *quic.Conn
 }
 
+// Read reads the stream. When the server closed the connection with an
+// application error code, the error is that imgate close code as a
+// *proto.Error, as if its CLOSE frame had arrived: QUIC drops stream data
+// once a connection closes, so the code is what always reaches the client
+// (PROTOCOL.md §11.3).
+func (s *quicStream) Read(p []byte) (int, error) {
+	n, err := s.Stream.Read(p)
+	var ae *quic.ApplicationError
+	if err != nil && errors.As(err, &ae) && ae.Remote && ae.ErrorCode != 0 {
+		err = &proto.Error{Code: proto.Code(ae.ErrorCode), Msg: ae.ErrorMessage}
+	}
+	return n, err
+}
+
 func (s *quicStream) LocalAddr() net.Addr  { return s.conn.LocalAddr() }
 func (s *quicStream) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 
@@ -134,6 +151,24 @@ func (s *quicStream) AwaitHandshake(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Rejected reports whether err means the server refused this connection's
+// 0-RTT data (quic-go then fails the stream opened for it).
+func (s *quicStream) Rejected(err error) bool { return errors.Is(err, quic.Err0RTTRejected) }
+
+// Resume waits for the handshake after a 0-RTT rejection and opens the
+// connection's stream again.
+func (s *quicStream) Resume(ctx context.Context) (io.ReadWriteCloser, error) {
+	conn, err := s.conn.NextConnection(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &quicStream{Stream: st, conn: conn}, nil
 }
 
 // Used0RTT reports that the server accepted this connection's 0-RTT data

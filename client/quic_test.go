@@ -1,15 +1,18 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	neturl "net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,9 +29,16 @@ import (
 // for /metrics) and returns it, its quic:// URL and a token for uid.
 func quicGateway(t *testing.T, uid string) (*gateway.Server, string, string) {
 	t.Helper()
+	return quicGatewayAt(t, uid, "127.0.0.1:0", t.TempDir())
+}
+
+// quicGatewayAt is quicGateway on a given address and data directory (where
+// its certificate lives).
+func quicGatewayAt(t *testing.T, uid, addr, dataDir string) (*gateway.Server, string, string) {
+	t.Helper()
 	cfg := gateway.DefaultConfig()
-	cfg.Listen = []string{"quic://127.0.0.1:0"}
-	cfg.AdminAddr, cfg.HTTPAddr, cfg.DataDir, cfg.EchoSVID = "", "127.0.0.1:0", t.TempDir(), 1
+	cfg.Listen = []string{"quic://" + addr}
+	cfg.AdminAddr, cfg.HTTPAddr, cfg.DataDir, cfg.EchoSVID = "", "127.0.0.1:0", dataDir, 1
 	key := gateway.KeyConfig{ID: "k", Alg: "HS256", Secret: "client-quic-secret-0123456789abcdef"}
 	cfg.Auth.Keys = []gateway.KeyConfig{key}
 	s, err := gateway.New(cfg, nil)
@@ -174,6 +184,75 @@ func TestQUIC0RTTReconnect(t *testing.T) {
 	}
 }
 
+// A node that restarted cannot read the tickets of the process before it,
+// so it refuses the 0-RTT data of clients resuming with one. The library
+// carries on over the same connection after the handshake: AUTH, the rooms
+// and a request waiting for the connection go again, and the connection
+// brings a ticket that works.
+func TestQUIC0RTTRejectedAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	first, url, tok := quicGatewayAt(t, "z", "127.0.0.1:0", dir)
+	u, _ := neturl.Parse(url)
+	c := DefaultConfig()
+	c.Endpoints = []string{url}
+	c.Token = tok
+	c.TLSConfig = &tls.Config{InsecureSkipVerify: true}
+	c.BackoffMin, c.BackoffMax = 300*time.Millisecond, 300*time.Millisecond
+	var logs syncBuffer
+	c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl, err := Dial(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.Join(ctx, "z-room"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { _, ok := cl.endpoints[0].quic.sessions.Get("127.0.0.1"); return ok })
+	old := cl.current()
+
+	first.Close() // CLOSE SHUTDOWN: the client reconnects
+	waitUntil(t, func() bool { return cl.current() == nil })
+	second, _, _ := quicGatewayAt(t, "z", u.Host, dir)
+	reply, err := cl.Request(ctx, 1, []byte("after restart"))
+	if err != nil || string(reply) != "after restart" {
+		t.Fatalf("request across the restart: %q, %v", reply, err)
+	}
+	now := cl.current()
+	if now == nil || now == old {
+		t.Fatal("no new session")
+	}
+	if q := quicOf(now); q.Used0RTT() {
+		t.Fatal("the restarted node cannot have accepted 0-RTT data")
+	}
+	if n := second.PushRoom("z-room", proto.Push{Payload: []byte("x")}); n != 1 {
+		t.Fatalf("room push reached %d: the rooms were not joined again", n)
+	}
+	if !strings.Contains(logs.String(), "0-RTT refused") {
+		t.Fatalf("the reconnect did not try 0-RTT and carry on after its refusal; log:\n%s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // tooEarly reads how many requests the node answered TOO_EARLY.
 func tooEarly(t *testing.T, s *gateway.Server) float64 {
 	t.Helper()
@@ -239,5 +318,47 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A server that closes the QUIC connection with an imgate close code (its
+// CLOSE frame may be lost with the stream's data) is read as that code: a
+// REPLACED or KICKED client must stop, not reconnect.
+func TestQUICCloseCodeIsServerError(t *testing.T) {
+	srv, _ := testTLS(t)
+	srv.NextProtos = []string{ALPN}
+	ln, err := quic.ListenAddr("127.0.0.1:0", srv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		conn, err := ln.Accept(context.Background())
+		if err != nil {
+			return
+		}
+		s, err := conn.AcceptStream(context.Background())
+		if err != nil {
+			return
+		}
+		s.Read(make([]byte, 64))
+		conn.CloseWithError(quic.ApplicationErrorCode(proto.CodeReplaced), "replaced")
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{ALPN}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenQUICStream(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Write([]byte("hello"))
+	_, err = io.ReadAll(s)
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Code != proto.CodeReplaced {
+		t.Fatalf("read after the server's close: %v, want REPLACED", err)
 	}
 }

@@ -53,9 +53,8 @@ var errSameToken = errors.New("client: token func returned the refused token aga
 // On a connection resuming with 0-RTT the session does not wait for AUTH_OK:
 // the rooms' JOINs and any requests waiting for a connection go out right
 // behind AUTH, in the first flight (the server handles a connection's frames
-// in order, and serves none of them if AUTH fails). Otherwise it waits for
-// AUTH_OK first, as a client must not rely on pipelining over a fresh
-// handshake's round trip for nothing.
+// in order, and serves none of them if AUTH fails). Otherwise (a first
+// connection, other transports) it sends AUTH and waits for AUTH_OK first.
 func (c *Client) connect(ctx context.Context, ep endpoint, refused string) (*session, string, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
@@ -76,19 +75,40 @@ func (c *Client) connect(ctx context.Context, ep endpoint, refused string) (*ses
 			return nil, token, errSameToken
 		}
 	}
-	s := newSession(c, conn, ep.raw, c.cfg.MaxFrame, c.cfg.RequestTimeout)
+	s, err := c.start(ctx, dctx, ep.raw, conn, token)
+	if ec, ok := conn.(earlyConn); ok && err != nil && ec.Rejected(err) {
+		// The server refused the 0-RTT data (it restarted, or rotated its
+		// ticket keys): nothing sent early was served, and the pipelined
+		// requests go again. Carry on over the same connection, past its
+		// handshake now, as a first connection would; it brings a new
+		// ticket.
+		c.log.Info("imgate 0-RTT refused by the server, continuing after the handshake", "endpoint", ep.raw)
+		fresh, rerr := ec.Resume(dctx)
+		if rerr != nil {
+			conn.Close()
+			return nil, token, fmt.Errorf("auth %s: %w", ep.raw, errors.Join(err, rerr))
+		}
+		s, err = c.start(ctx, dctx, ep.raw, fresh, token)
+	}
+	return s, token, err
+}
+
+// start authenticates a session on conn and re-joins the rooms; see connect.
+func (c *Client) start(ctx, dctx context.Context, endpoint string, conn frameConn, token string) (*session, error) {
+	s := newSession(c, conn, endpoint, c.cfg.MaxFrame, c.cfg.RequestTimeout)
 	ec, _ := conn.(earlyConn)
 	pipelined := ec != nil && ec.Early()
 	rooms := c.joinedRooms()
 	var joins []<-chan result
+	var err error
 	if pipelined {
 		if err := s.writeAuth(token); err != nil {
 			s.fail(err)
-			return nil, token, fmt.Errorf("auth %s: %w", ep.raw, err)
+			return nil, fmt.Errorf("auth %s: %w", endpoint, err)
 		}
 		if joins, err = s.sendJoins(rooms); err != nil {
 			s.fail(err)
-			return nil, token, fmt.Errorf("rejoin on %s: %w", ep.raw, err)
+			return nil, fmt.Errorf("rejoin on %s: %w", endpoint, err)
 		}
 		c.offerEarly(s)
 		defer c.withdrawEarly(s)
@@ -96,7 +116,7 @@ func (c *Client) connect(ctx context.Context, ep endpoint, refused string) (*ses
 	ok, err := c.authenticate(dctx, s, token, !pipelined)
 	if err != nil {
 		s.fail(err)
-		return nil, token, fmt.Errorf("auth %s: %w", ep.raw, err)
+		return nil, fmt.Errorf("auth %s: %w", endpoint, err)
 	}
 	s.setAuthOK(ok)
 	go s.readLoop()
@@ -112,9 +132,9 @@ func (c *Client) connect(ctx context.Context, ep endpoint, refused string) (*ses
 	}
 	if err != nil {
 		s.fail(err)
-		return nil, token, fmt.Errorf("rejoin on %s: %w", ep.raw, err)
+		return nil, fmt.Errorf("rejoin on %s: %w", endpoint, err)
 	}
-	return s, token, nil
+	return s, nil
 }
 
 // writeAuth sends AUTH on a session that is not authenticated yet.
@@ -321,7 +341,11 @@ func (s *session) fail(err error) {
 	pending := s.pending
 	s.pending = nil
 	s.mu.Unlock()
-	s.conn.Close()
+	// A connection whose 0-RTT data the server refused stays open for
+	// connect to carry on with (see connect); it closes it otherwise.
+	if ec, ok := s.conn.(earlyConn); !ok || s.authed.Load() || !ec.Rejected(err) {
+		s.conn.Close()
+	}
 	lost := fmt.Errorf("%w: %w", ErrConnectionLost, err)
 	for _, cl := range pending {
 		cl.result <- result{err: lost}

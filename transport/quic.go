@@ -58,21 +58,44 @@ type quicListener struct {
 	url    string
 	closed atomic.Bool
 	stop   context.CancelFunc // ends the non-QUIC datagram counter
+
+	mu    sync.Mutex
+	conns map[*quicStream]struct{} // accepted and not yet closed
 }
 
 func (l *quicListener) Addr() net.Addr { return l.ln.Addr() }
 func (l *quicListener) Kind() Kind     { return KindQUIC }
 func (l *quicListener) URL() string    { return l.url }
 
-// Close stops accepting and closes every QUIC connection of the listener.
+// Close stops accepting and closes every QUIC connection of the listener,
+// each with its close code (SHUTDOWN when none was set), before the socket
+// goes: closing the transport alone would drop them without a word, and
+// clients would learn it only from their idle timeout.
 func (l *quicListener) Close() error {
 	if l.closed.Swap(true) {
 		return nil
 	}
 	l.stop()
 	l.ln.Close()
+	l.mu.Lock()
+	conns := l.conns
+	l.conns = nil
+	l.mu.Unlock()
+	var wg sync.WaitGroup
+	for q := range conns {
+		// CloseWithError returns once the CONNECTION_CLOSE is written.
+		wg.Go(func() { q.closeConn(proto.CodeShutdown, "listener closed") })
+	}
+	wg.Wait()
 	l.tr.Close()
 	return l.udp.Close()
+}
+
+// forget drops a closed connection from the listener's set.
+func (l *quicListener) forget(q *quicStream) {
+	l.mu.Lock()
+	delete(l.conns, q)
+	l.mu.Unlock()
 }
 
 func (e *Engine) listenQUIC(host string, h Handler, tlsCfg *tls.Config) (Listener, error) {
@@ -109,7 +132,7 @@ func (e *Engine) listenQUIC(host string, h Handler, tlsCfg *tls.Config) (Listene
 	if err != nil {
 		return nil, fmt.Errorf("listen quic://%s: %w", host, err)
 	}
-	l := &quicListener{e: e, udp: udp, url: "quic://" + udp.LocalAddr().String()}
+	l := &quicListener{e: e, udp: udp, url: "quic://" + udp.LocalAddr().String(), conns: make(map[*quicStream]struct{})}
 	l.tr = &quic.Transport{
 		Conn:        udp,
 		Tracer:      datagramCounter{&e.stats},
@@ -140,11 +163,19 @@ func (l *quicListener) acceptLoop(h Handler) {
 			}
 			return
 		}
-		q := &quicStream{conn: conn, ready: make(chan struct{})}
+		q := &quicStream{conn: conn, l: l, ready: make(chan struct{})}
 		q.watch, _ = conn.Context().Value(handshakeWatchKey{}).(*handshakeWatch)
 		if q.watch != nil {
 			q.watch.conn.Store(conn)
 		}
+		l.mu.Lock()
+		if l.conns == nil { // closing
+			l.mu.Unlock()
+			conn.CloseWithError(quic.ApplicationErrorCode(proto.CodeShutdown), "listener closed")
+			continue
+		}
+		l.conns[q] = struct{}{}
+		l.mu.Unlock()
 		// The reader goroutine waits for the handshake (unless the client
 		// resumed with 0-RTT) and then for the client's stream, so the auth
 		// deadline runs from the handshake, as on TLS.
@@ -281,6 +312,7 @@ func quicFailure(err error) HandshakeFailure {
 // goroutine: no goroutine of its own waits for it.
 type quicStream struct {
 	conn  *quic.Conn
+	l     *quicListener   // nil for connections not made by a quicListener
 	watch *handshakeWatch // nil for connections not made by a quicListener
 	ready chan struct{}   // closed once the stream is accepted (or never will be)
 	s     *quic.Stream    // written before ready is closed, by the reader
@@ -407,6 +439,9 @@ func (q *quicStream) CloseWrite() error {
 // closes the connection with the recorded code. Without a stream there is
 // nothing to flush: the connection closes at once.
 func (q *quicStream) Close() error {
+	if q.l != nil {
+		q.l.forget(q)
+	}
 	q.mu.Lock()
 	code, reason := q.code, q.reason
 	q.mu.Unlock()
@@ -423,4 +458,16 @@ func (q *quicStream) Close() error {
 		q.conn.CloseWithError(code, reason)
 	}()
 	return nil
+}
+
+// closeConn closes the connection now, with the recorded code, or with code
+// when none was recorded.
+func (q *quicStream) closeConn(code proto.Code, reason string) {
+	q.mu.Lock()
+	if q.code == 0 {
+		q.code, q.reason = quic.ApplicationErrorCode(code), reason
+	}
+	c, r := q.code, q.reason
+	q.mu.Unlock()
+	q.conn.CloseWithError(c, r)
 }

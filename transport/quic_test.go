@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -438,4 +439,41 @@ func TestQUICBadInputCounted(t *testing.T) {
 		}
 	}
 	echo(100)
+}
+
+// Closing the listener tells every client at once, with the close code as
+// the QUIC application error code (SHUTDOWN when none was set), before the
+// socket goes: they need not wait for their idle timeout.
+func TestQUICListenerCloseTellsClients(t *testing.T) {
+	e := newTestEngine(t, Config{})
+	l, err := e.Listen("quic://127.0.0.1:0", newEcho(), selfSigned(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, l.Addr().String(), quicClientTLS(ALPN), &quic.Config{MaxIdleTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	s, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetDeadline(time.Now().Add(5 * time.Second))
+	s.Write(proto.AppendFrame(nil, proto.Header{Op: proto.OpUplink, Seq: 1}, nil))
+	readFrame(t, s)
+	l.Close()
+	_, err = io.ReadAll(s)
+	var ae *quic.ApplicationError
+	if !errors.As(err, &ae) || !ae.Remote || ae.ErrorCode != quic.ApplicationErrorCode(proto.CodeShutdown) {
+		t.Fatalf("after the listener closed: %v, want the connection closed with code %d", err, proto.CodeShutdown)
+	}
+	// The port is free again at once.
+	l2, err := e.Listen("quic://"+l.Addr().String(), newEcho(), selfSigned(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Close()
 }
