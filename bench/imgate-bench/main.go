@@ -48,6 +48,7 @@ type options struct {
 	floor        bool
 	udpMembers   int
 	udpMessages  int
+	udpQUICEvery time.Duration
 	kcpPreset    string
 	weaknet      weaknetOptions
 	badTargets   []string // UDP listener URLs for baddata (quic://, kcp://)
@@ -95,6 +96,7 @@ func main() {
 	idleKinds := fs.String("idle-transports", "tcp,ws", "transports for idle (tcp, ws, kcp, quic)")
 	fs.IntVar(&o.udpMembers, "udp-members", 50000, "udpscale: KCP sessions, and as many QUIC connections, held at once")
 	fs.IntVar(&o.udpMessages, "udp-messages", 5, "udpscale: messages (1/s) into each transport's room")
+	fs.DurationVar(&o.udpQUICEvery, "udp-quic-every", 10*time.Second, "udpscale: time between pushes into the QUIC room and the room of all")
 	fs.StringVar(&o.kcpPreset, "kcp-preset", "fast", "KCP preset of the load side (the gateway's is its own setting)")
 	fs.DurationVar(&o.stepTime, "step", 3*time.Second, "publishing time per rate step")
 	fs.Float64Var(&o.maxRate, "max-rate", 4000, "highest publish rate a ramp tries")

@@ -60,6 +60,7 @@ type system struct {
 	publish func(seq uint64) // publish one stamped message
 	flush   func()
 	cpu     func() time.Duration
+	wait    time.Duration // for deliveries after the last publish (default 5 s)
 }
 
 // run publishes count messages at rate and waits for deliveries to
@@ -78,7 +79,11 @@ func (b *bench) run(sys system, rate float64, count, receivers int, first uint64
 			b.progress.Update("%s: %.0f msg/s, %d/%d published, %d/%d delivered", sys.name, rate, i+1, count, sys.rx.Received(), st.deliveries)
 		}
 	})
-	sys.rx.WaitTotal(st.deliveries, 5*time.Second)
+	wait := sys.wait
+	if wait <= 0 {
+		wait = 5 * time.Second
+	}
+	sys.rx.WaitTotal(st.deliveries, wait)
 	st.cpu = sys.cpu() - cpu0
 	st.out = sys.rx.ResultTotal(st.deliveries)
 	st.lat = sys.rx.Latency()
