@@ -257,8 +257,8 @@ type kcpSocket struct {
 	stats   *KCPStats
 	// drop counts a datagram dropped for r (the listener also reports it
 	// in the engine's per-transport drop counters).
-	drop func(r DropReason)
-	resets  tokenBucket
+	drop   func(r DropReason)
+	resets tokenBucket
 }
 
 // KCPStats counts what a KCP socket rejected or noticed.
