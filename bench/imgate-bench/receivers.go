@@ -26,6 +26,8 @@ type receivers interface {
 	Latency() *report.Histogram
 	AuthTime() *report.Histogram
 	Dropped() int64
+	// Redials is how many members were dialled again while opening.
+	Redials() int64
 	Close()
 }
 
@@ -60,6 +62,7 @@ type openSpec struct {
 	Target      load.Target
 	Transport   string
 	KCPPreset   string
+	Retries     int // see load.Dial.Retries
 	First, N    int
 	Src         string
 	Plan        roomPlan
@@ -73,7 +76,7 @@ func openMembers(spec openSpec, progress func(int)) (*localReceivers, error) {
 		return nil, err
 	}
 	tr := load.NewTracker(spec.N)
-	m, err := load.Open(load.Dial{Target: spec.Target, Transport: spec.Transport, KCPPreset: spec.KCPPreset, N: spec.N, Srcs: srcs,
+	m, err := load.Open(load.Dial{Target: spec.Target, Transport: spec.Transport, KCPPreset: spec.KCPPreset, Retries: spec.Retries, N: spec.N, Srcs: srcs,
 		Concurrency: spec.Concurrency,
 		UID:         func(i int) string { return fmt.Sprintf("b%d", spec.First+i) },
 		Rooms:       func(i int) []string { return spec.Plan.rooms(spec.First + i) },
@@ -117,6 +120,7 @@ func (b *bench) open(spec openSpec, label string) (receivers, error) {
 			}
 			if rep.Auth != nil {
 				g.auth.Merge(rep.Auth)
+				g.redials += rep.Redials
 			}
 			if err != nil && firstErr == nil {
 				firstErr = err
@@ -140,6 +144,13 @@ type localReceivers struct {
 }
 
 func (l *localReceivers) Latency() *report.Histogram { return l.Tracker.Latency.Snapshot() }
+
+func (l *localReceivers) Redials() int64 {
+	if l.members == nil {
+		return 0
+	}
+	return l.members.Redials.Load()
+}
 func (l *localReceivers) AuthTime() *report.Histogram {
 	if l.members == nil {
 		return report.NewHistogram()
@@ -174,6 +185,7 @@ type genReply struct {
 	Dropped   int64             `json:"dropped"`
 	Latency   *report.Histogram `json:"latency,omitempty"`
 	Auth      *report.Histogram `json:"auth,omitempty"`
+	Redials   int64             `json:"redials,omitempty"`
 }
 
 // runGenerator is the child process: imgate-bench gen.
@@ -197,6 +209,7 @@ func runGenerator() {
 				rep.Error = err.Error()
 			} else {
 				rep.Auth = rx.AuthTime()
+				rep.Redials = rx.Redials()
 			}
 		case rx == nil:
 			rep.Error = "no members open"
@@ -264,7 +277,10 @@ func (g *generator) call(cmd genCommand, rep *genReply) error {
 type generators struct {
 	children []*generator
 	auth     *report.Histogram
+	redials  int64
 }
+
+func (g *generators) Redials() int64 { return g.redials }
 
 func (g *generators) each(cmd genCommand) []genReply {
 	reps := make([]genReply, len(g.children))

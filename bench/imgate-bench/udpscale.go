@@ -25,7 +25,7 @@ func (b *bench) udpScale() error {
 	rss0 := g.rss()
 	r := b.results
 
-	kcpRx, err := b.open(openSpec{Target: g.target, Transport: "kcp", KCPPreset: b.o.kcpPreset, N: n, Plan: roomPlan{Kind: "udp-kcp"}}, "kcp")
+	kcpRx, err := b.open(openSpec{Target: g.target, Transport: "kcp", KCPPreset: b.o.kcpPreset, Retries: 2, N: n, Plan: roomPlan{Kind: "udp-kcp"}}, "kcp")
 	if err != nil {
 		return fmt.Errorf("kcp members: %w", err)
 	}
@@ -38,7 +38,7 @@ func (b *bench) udpScale() error {
 	// UIDs of the QUIC members start past the KCP ones.
 	// Fewer handshakes in flight per generator: each costs milliseconds of
 	// CPU on both ends, and the cores are shared.
-	quicRx, err := b.open(openSpec{Target: g.target, Transport: "quic", First: n, N: n, Concurrency: 16, Plan: roomPlan{Kind: "udp-quic"}}, "quic")
+	quicRx, err := b.open(openSpec{Target: g.target, Transport: "quic", First: n, N: n, Concurrency: 16, Retries: 2, Plan: roomPlan{Kind: "udp-quic"}}, "quic")
 	if err != nil {
 		return fmt.Errorf("quic members: %w", err)
 	}
@@ -53,6 +53,9 @@ func (b *bench) udpScale() error {
 	r.Set("idle_bytes_per_conn_quic", perQUIC)
 	r.Set("udp_sessions_held_kcp", heldKCP)
 	r.Set("udp_conns_held_quic", heldQUIC)
+	r.Set("udp_redials_kcp", float64(kcpRx.Redials()))
+	r.Set("udp_redials_quic", float64(quicRx.Redials()))
+	b.progress.Done("members dialled again after a failed or stalled attempt: kcp %d, quic %d", kcpRx.Redials(), quicRx.Redials())
 
 	payload := make([]byte, 128)
 	var seq uint64
@@ -172,6 +175,13 @@ func (m multiReceivers) AuthTime() *report.Histogram {
 func (m multiReceivers) Dropped() (n int64) {
 	for _, r := range m {
 		n += r.Dropped()
+	}
+	return n
+}
+
+func (m multiReceivers) Redials() (n int64) {
+	for _, r := range m {
+		n += r.Redials()
 	}
 	return n
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,10 @@ type Dial struct {
 	Concurrency int                  // default 64
 	Progress    func(opened int)     // called every 1,000
 	Heartbeat   time.Duration        // 0: send none (the gateway's interval must be long)
+	// Retries is how many more times a member whose dial, handshake or
+	// AUTH failed or stalled (20 s) is tried, as a real client reconnects;
+	// 0: the first failure fails Open. Members.Redials counts them.
+	Retries int
 }
 
 // benchTLS skips certificate checks: benchmarks run against generated
@@ -62,6 +67,8 @@ type Members struct {
 	// AuthTime holds dial-to-AUTH_OK times (the storm scenario's figure).
 	AuthTime *report.Histogram
 	dropped  atomic.Int64 // connections the gateway closed
+	// Redials counts members dialled again after a failed attempt (Dial.Retries).
+	Redials atomic.Int64
 	closing  atomic.Bool  // Close is ending the connections itself
 	quic     *quicDialer  // QUIC: shared UDP sockets, one per source address
 	kcp      *kcpDialers  // KCP: likewise
@@ -99,6 +106,11 @@ func Open(d Dial, t *Tracker) (*Members, error) {
 				}
 				start := time.Now()
 				c, br, err := m.dialOne(d, i)
+				for try := 0; err != nil && try < d.Retries; try++ {
+					m.Redials.Add(1)
+					time.Sleep(time.Duration(100+rand.IntN(900)) * time.Millisecond)
+					c, br, err = m.dialOne(d, i)
+				}
 				if err != nil {
 					firstErr.CompareAndSwap(nil, fmt.Errorf("member %d: %w", i, err))
 					return
@@ -151,7 +163,11 @@ func (m *Members) dialOne(d Dial, i int) (net.Conn, *bufio.Reader, error) {
 		return nil, nil, err
 	}
 	br := bufio.NewReaderSize(c, 4096)
-	c.SetDeadline(time.Now().Add(60 * time.Second))
+	authWait := 60 * time.Second
+	if d.Retries > 0 {
+		authWait = 20 * time.Second // stalled: give up and dial again
+	}
+	c.SetDeadline(time.Now().Add(authWait))
 	steps := []struct {
 		op   proto.Op
 		body string
