@@ -69,9 +69,9 @@ type Members struct {
 	dropped  atomic.Int64 // connections the gateway closed
 	// Redials counts members dialled again after a failed attempt (Dial.Retries).
 	Redials atomic.Int64
-	closing  atomic.Bool  // Close is ending the connections itself
-	quic     *quicDialer  // QUIC: shared UDP sockets, one per source address
-	kcp      *kcpDialers  // KCP: likewise
+	closing atomic.Bool // Close is ending the connections itself
+	quic    *quicDialer // QUIC: shared UDP sockets, one per source address
+	kcp     *kcpDialers // KCP: likewise
 }
 
 // Open dials d.N members; t receives their pushes (t.Len() must be >= d.N).
