@@ -13,6 +13,7 @@ type outbox struct {
 	inline   [1]Frame // the common case, one frame pending, needs no array at all
 	sent     int      // bytes of frames[0] already written
 	bytes    int      // unwritten bytes in the queue
+	writing  int      // of those, bytes handed to a write syscall in progress
 	flushing bool     // a goroutine owns the write side
 	blocked  bool     // the socket is full; the loop resumes the write (reactor only)
 	closing  bool     // Close was called: no new frames, close once drained
@@ -32,7 +33,11 @@ func (o *outbox) push(f Frame) (start bool, err error) {
 		f.Release()
 		return false, ErrClosed
 	}
-	if o.bytes > 0 && o.bytes+n > o.limit {
+	// Bytes a write syscall is taking right now are the kernel's, as in
+	// the goroutine transport (which consumes a chunk before writing it):
+	// counting them would let a reader that keeps up trip the limit while
+	// the writer waits to be scheduled between its syscall and consume.
+	if queued := o.bytes - o.writing; queued > 0 && queued+n > o.limit {
 		o.mu.Unlock()
 		f.Release()
 		return false, ErrQueueFull

@@ -236,9 +236,11 @@ func (c *pollConn) Flush() {
 			// One frame pending, the common case on a quiet node: a plain
 			// write(2), no iovec.
 			w := o.frames[0].Wire(o.ws)[o.sent:]
+			o.writing = len(w)
 			o.mu.Unlock()
 			written, err = unix.Write(c.fd, w)
 			o.mu.Lock()
+			o.writing = 0
 		} else {
 			if b == nil {
 				b = iovPool.Get().(*iovBatch)
@@ -286,11 +288,13 @@ func (c *pollConn) writeQueue(b *iovBatch) (int, error) {
 		}
 		b.iov[n].Base = &w[0]
 		b.iov[n].SetLen(len(w))
+		o.writing += len(w)
 		n++
 	}
 	o.mu.Unlock()
 	written, err := writev(c.fd, b.iov[:n])
 	o.mu.Lock()
+	o.writing = 0
 	clear(b.iov[:n])
 	return written, err
 }
