@@ -23,9 +23,10 @@ import (
 )
 
 // KCP: the imgate frame stream over KCP's ARQ on one UDP socket per
-// listener. kcp-go's Listener costs ~34 KB per idle session (a goroutine,
-// rings and buffers each) and keys sessions by source address; here a
-// session is an arq.Engine (288 B at rest) found by its conversation id, and
+// listener. kcp-go's Listener costs 59 KB per idle session in our harness
+// (goroutines, rings and buffers each; bench/RESULTS.md) and keys sessions by
+// source address; here a session is an arq.Engine (288 B at rest) found by
+// its conversation id, and
 // every datagram carries the session's 64-bit token, so a client whose
 // address changes keeps its session and a stranger cannot inject into it.
 // One timer heap per socket drives retransmissions and delayed acks of the
