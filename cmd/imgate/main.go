@@ -3,6 +3,7 @@
 //	imgate all       gateway with everything on one node (the default setup)
 //	imgate gateway   the connection gateway alone
 //	imgate token     mint a client token
+//	imgate config    check a configuration file
 //	imgate version   print the version
 package main
 
@@ -33,6 +34,8 @@ func main() {
 		err = runGateway(cmd, args)
 	case "token":
 		err = runToken(args)
+	case "config":
+		err = runConfig(args)
 	case "version", "--version", "-v":
 		fmt.Println("imgate", version)
 	case "help", "-h", "--help":
@@ -58,6 +61,7 @@ commands:
   all       run the single-node system (gateway; SVID 1 echoes)
   gateway   run the connection gateway
   token     mint a client token: imgate token --uid alice [--device phone] [--ttl 24h]
+  config    check a configuration file: imgate config check /etc/imgate/imgate.toml
   version   print the version
 
 Run 'imgate <command> -h' for the command's flags.
