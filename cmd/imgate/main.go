@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"imgate/gateway"
 )
@@ -79,11 +77,10 @@ func runGateway(cmd string, args []string) error {
 	if err != nil {
 		return err
 	}
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	log, lv, err := newLogger(args, level)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	slog.SetDefault(log)
 	gateway.Version = version
 
@@ -96,11 +93,7 @@ func runGateway(cmd string, args []string) error {
 	}
 	printBanner(srv)
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	log.Info("shutting down", "signal", s.String())
-	return srv.Close()
+	return serve(cmd, args, base, srv, log, lv)
 }
 
 func printBanner(srv *gateway.Server) {
