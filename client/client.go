@@ -528,7 +528,7 @@ func (c *Client) supervise(s *session) {
 		c.state(StateDisconnected, cause)
 		// The endpoint that just failed goes to the back of the line.
 		c.nextEndpoint = (c.nextEndpoint + 1) % len(c.endpoints)
-		next, err := c.reconnect()
+		next, err := c.reconnect(draining(cause))
 		if err != nil {
 			c.finish(err)
 			return
@@ -537,12 +537,25 @@ func (c *Client) supervise(s *session) {
 	}
 }
 
+// draining reports a close with SHUTDOWN: the node is draining or going
+// away and has spread its closes over time itself, so the client goes to
+// the next endpoint at once instead of waiting out a backoff.
+func draining(cause error) bool {
+	var pe *proto.Error
+	return errors.As(cause, &pe) && pe.Code == proto.CodeShutdown
+}
+
 // reconnect runs connect passes separated by backoff until one succeeds, the
-// client is closed, or the server refuses for good.
-func (c *Client) reconnect() (*session, error) {
+// client is closed, or the server refuses for good. With now, the first
+// pass starts without waiting.
+func (c *Client) reconnect(now bool) (*session, error) {
 	var last error
 	for {
-		t := time.NewTimer(c.backoff.next())
+		wait := c.backoff.next()
+		if now {
+			wait, now = 0, false
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-c.ctx.Done():
 			t.Stop()

@@ -604,3 +604,21 @@ func TestServerProtocolViolationDropsConnection(t *testing.T) {
 		t.Errorf("after reconnect: conn %d, %v; want conn %d", c.ConnID(), err, fc.id)
 	}
 }
+
+// A SHUTDOWN close (a draining node) sends the client to the next endpoint
+// at once, not after a backoff wait: the node spreads its closes itself.
+func TestShutdownReconnectsAtOnce(t *testing.T) {
+	srv := newFakeServer(t)
+	cfg := testConfig(srv.url)
+	cfg.BackoffMin, cfg.BackoffMax = 10*time.Second, 10*time.Second
+	c := dial(t, cfg)
+	start := time.Now()
+	srv.nextConn(t).closeWith(proto.CodeShutdown, "draining")
+	fc2 := srv.nextConn(t)
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("reconnect after SHUTDOWN took %v; the backoff is 10s", took)
+	}
+	if reply, err := c.Request(ctxT(t), 1, []byte("x")); err != nil || string(reply) != "x" || c.ConnID() != fc2.id {
+		t.Fatalf("Request after reconnect = %q, %v", reply, err)
+	}
+}

@@ -49,6 +49,8 @@ var processStart = time.Now()
 //	JOIN <uid> <room>               server-side join of every connection of uid (integer)
 //	LEAVE <uid> <room>              connections that left (integer)
 //	CONFIG GET <pattern> [...]      flat array name, value for the effective configuration
+//	DRAIN [seconds]                 lame duck: stop accepting, close clients with SHUTDOWN spread over
+//	                                the period (default drain_timeout); OK, or an error if already draining
 //	COMMAND [...]                   empty array (redis-cli asks for COMMAND DOCS on start)
 //
 // Errors follow redis: "-ERR unknown command 'x'", "-ERR wrong number of
@@ -91,6 +93,7 @@ func init() {
 		"join":      {2, 2, false, (*admin).join},
 		"leave":     {2, 2, false, (*admin).leave},
 		"config":    {1, -1, false, (*admin).config},
+		"drain":     {0, 1, false, (*admin).drain},
 		"command":   {0, -1, false, (*admin).command},
 	}
 }
@@ -275,6 +278,29 @@ func (a *admin) infoServer(w *infoWriter) {
 	w.put("listeners", strings.Join(urls, ","))
 	w.put("admin_addr", s.AdminAddr())
 	w.put("http_addr", s.HTTPAddr())
+	draining := 0
+	if s.Draining() {
+		draining = 1
+	}
+	w.put("draining", draining)
+}
+
+func (a *admin) drain(c redcon.Conn, args [][]byte) {
+	var period time.Duration
+	if len(args) == 1 {
+		secs, err := strconv.ParseFloat(string(args[0]), 64)
+		if err != nil || secs <= 0 || secs > 86400 {
+			c.WriteError("ERR drain period must be a number of seconds between 0 and 86400")
+			return
+		}
+		period = time.Duration(secs * float64(time.Second))
+	}
+	if !a.srv.Drain(period) {
+		c.WriteError("ERR already draining")
+		return
+	}
+	a.srv.log.Info("admin: drain", "period", period, "addr", c.RemoteAddr())
+	c.WriteString("OK")
 }
 
 func (a *admin) infoClients(w *infoWriter) {
@@ -580,7 +606,7 @@ func (s *Server) configEntries() []configEntry {
 		return ""
 	}
 	var keys []string
-	for _, k := range c.Auth.Keys {
+	for _, k := range s.auth.Load().cfg.Keys {
 		keys = append(keys, k.ID+":"+k.Alg)
 	}
 	itoa := strconv.Itoa
@@ -597,8 +623,9 @@ func (s *Server) configEntries() []configEntry {
 		{"http_token", redact(c.HTTPToken)},
 		{"auth_timeout", dur(c.AuthTimeout)},
 		{"heartbeat_interval", dur(c.HeartbeatInterval)},
-		{"max_rooms_per_conn", itoa(c.MaxRoomsPerConn)},
-		{"max_conns_per_user", itoa(c.MaxConnsPerUser)},
+		{"max_rooms_per_conn", itoa(int(s.maxRoomsPerConn.Load()))},
+		{"max_conns_per_user", itoa(int(s.maxConnsPerUser.Load()))},
+		{"drain_timeout", dur(c.DrainTimeout)},
 		{"echo_svid", strconv.FormatUint(uint64(c.EchoSVID), 10)},
 		{"auth_keys", strings.Join(keys, ",")},
 		{"auth_leeway", dur(c.Auth.Leeway)},

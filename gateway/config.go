@@ -48,6 +48,9 @@ type Config struct {
 	// EchoSVID, when non-zero, answers uplinks to that SVID with their own
 	// payload (a built-in backend for trials and benchmarks).
 	EchoSVID uint32
+	// DrainTimeout is how long a drain (SIGTERM, admin DRAIN) spreads the
+	// closing of client connections over before the node is empty.
+	DrainTimeout time.Duration
 
 	// Transport holds frame size, queue bytes, buffer sizes and WebSocket
 	// settings; Broadcast the fan-out workers.
@@ -72,6 +75,7 @@ func DefaultConfig() Config {
 		HeartbeatInterval: 30 * time.Second,
 		MaxRoomsPerConn:   64,
 		MaxConnsPerUser:   16,
+		DrainTimeout:      30 * time.Second,
 		Transport:         transport.DefaultConfig(),
 		Broadcast:         broadcast.DefaultConfig(),
 	}
@@ -99,6 +103,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConnsPerUser <= 0 {
 		c.MaxConnsPerUser = d.MaxConnsPerUser
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = d.DrainTimeout
 	}
 	// A fan-out batch queues up to MaxBatchBytes for a member before writing
 	// it; that must stay well inside the queue limit, or a burst to readers

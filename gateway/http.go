@@ -36,7 +36,7 @@ import (
 //	GET  /room?name=r&offset=0&limit=100          -> {"room", "members": n, "sessions": [SessionInfo]}
 //	GET  /session?uid=u | ?conn=<conn_id>         -> {"uid", "sessions": [SessionInfo]}
 //	GET  /healthz  200 while the process runs
-//	GET  /readyz   200 while every listener is up and the node is not shutting down, else 503
+//	GET  /readyz   200 while every listener is up and the node is neither draining nor shutting down, else 503
 //	GET  /metrics  Prometheus
 //
 // payload is "payload" (UTF-8 text) or "payload_b64" (standard base64), plus
@@ -392,6 +392,10 @@ func (s *Server) httpReady(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	default:
+	}
+	if s.draining.Load() {
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
 	}
 	if up, want := len(s.Listeners()), len(s.cfg.Listen); up < want {
 		http.Error(w, fmt.Sprintf("%d of %d listeners up", up, want), http.StatusServiceUnavailable)

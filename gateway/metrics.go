@@ -77,6 +77,13 @@ func newMetrics(s *Server) *metrics {
 	f(gaugeFunc{conns, func() { s.fillConnGauge(conns) }})
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "imgate", Name: "users_online", Help: "Distinct authenticated users on this node."},
 		func() float64 { _, u := s.reg.Counts(); return float64(u) }))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "imgate", Name: "draining", Help: "1 while the node drains (lame duck: no new connections, clients closed with SHUTDOWN), else 0."},
+		func() float64 {
+			if s.Draining() {
+				return 1
+			}
+			return 0
+		}))
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "imgate", Name: "rooms", Help: "Rooms with at least one member on this node."},
 		func() float64 { return float64(s.hub.RoomCount()) }))
 	// The engine starts after the metrics: resolve its counters per scrape.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"imgate/broadcast"
@@ -21,7 +22,7 @@ import (
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
-	auth    *Authenticator
+	auth    atomic.Pointer[Authenticator] // swapped by Reload
 	engine  *transport.Engine
 	hub     *broadcast.Hub
 	reg     *Registry
@@ -36,6 +37,14 @@ type Server struct {
 	httpAddr  string
 	stop      chan struct{}
 	done      chan struct{}
+
+	// Limits Reload may change while connections come and go.
+	maxConnsPerUser atomic.Int64
+	maxRoomsPerConn atomic.Int64
+
+	drainOnce sync.Once
+	draining  atomic.Bool
+	drained   chan struct{} // closed when a drain has finished
 }
 
 // New builds a server; Start opens its listeners.
@@ -58,14 +67,17 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	s := &Server{
-		cfg:  cfg,
-		log:  log.With("node", cfg.NodeID),
-		auth: auth,
-		reg:  newRegistry(),
-		mux:  NewMux(),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		cfg:     cfg,
+		log:     log.With("node", cfg.NodeID),
+		reg:     newRegistry(),
+		mux:     NewMux(),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		drained: make(chan struct{}),
 	}
+	s.auth.Store(auth)
+	s.maxConnsPerUser.Store(int64(cfg.MaxConnsPerUser))
+	s.maxRoomsPerConn.Store(int64(cfg.MaxRoomsPerConn))
 	if cfg.EchoSVID != 0 {
 		s.mux.Handle(cfg.EchoSVID, Echo)
 	}
@@ -217,6 +229,11 @@ func (s *Server) OnOpen(c transport.Conn) {
 	c.SetContext(x)
 	s.reg.addConn(x)
 	s.metrics.connsOpened.WithLabelValues(c.Kind().String()).Inc()
+	if s.draining.Load() {
+		// Only KCP and QUIC get here: their listeners stay open while the
+		// node drains (closing one would drop its live sessions too).
+		x.Kick(proto.CodeShutdown, drainReason)
+	}
 }
 
 // OnClose implements transport.Handler.
@@ -355,7 +372,7 @@ func (s *Server) authenticate(x *Session, f proto.Frame) error {
 		s.answer(x, f.Header, proto.Errorf(proto.CodeAlreadyAuthed, "connection is already authenticated"))
 		return nil
 	}
-	claims, err := s.auth.Verify(f.Body)
+	claims, err := s.auth.Load().Verify(f.Body)
 	if err != nil {
 		var pe *proto.Error
 		if !errors.As(err, &pe) {
@@ -370,7 +387,7 @@ func (s *Server) authenticate(x *Session, f proto.Frame) error {
 	// unless the handshake completes, which a replay never does.
 	ec, _ := x.conn.(transport.EarlyConn)
 	deferReplace := ec != nil && ec.Early()
-	replaced, err := s.reg.addUser(x, s.cfg.MaxConnsPerUser, deferReplace)
+	replaced, err := s.reg.addUser(x, int(s.maxConnsPerUser.Load()), deferReplace)
 	if err != nil {
 		x.closeCode.Store(uint32(proto.CodeTooManyConns))
 		s.metrics.authFailures.WithLabelValues(proto.CodeTooManyConns.String()).Inc()

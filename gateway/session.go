@@ -120,8 +120,8 @@ func (s *Session) join(room string, checkToken bool) error {
 	if slices.Contains(s.rooms, room) {
 		return nil
 	}
-	if len(s.rooms) >= s.srv.cfg.MaxRoomsPerConn {
-		return proto.Errorf(proto.CodeRoomLimit, "already in %d rooms (limit %d)", len(s.rooms), s.srv.cfg.MaxRoomsPerConn)
+	if limit := int(s.srv.maxRoomsPerConn.Load()); len(s.rooms) >= limit {
+		return proto.Errorf(proto.CodeRoomLimit, "already in %d rooms (limit %d)", len(s.rooms), limit)
 	}
 	s.srv.hub.Join(room, s)
 	s.rooms = append(s.rooms, room)

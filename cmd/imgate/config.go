@@ -33,6 +33,9 @@ type fileConfig struct {
 	MaxRoomsPerConn   *int      `toml:"max_rooms_per_conn"`
 	MaxConnsPerUser   *int      `toml:"max_conns_per_user"`
 	EchoSVID          *uint32   `toml:"echo_svid"`
+	DrainTimeout      *duration `toml:"drain_timeout"`
+	LogLevel          *string   `toml:"log_level"`  // read by logSettings
+	LogFormat         *string   `toml:"log_format"` // read by logSettings
 	Transport         struct {
 		Loops            *int      `toml:"loops"`
 		MaxFrame         *int      `toml:"max_frame"`
@@ -117,6 +120,7 @@ func loadFile(path string, c *gateway.Config) error {
 	set(&c.MaxRoomsPerConn, f.MaxRoomsPerConn)
 	set(&c.MaxConnsPerUser, f.MaxConnsPerUser)
 	set(&c.EchoSVID, f.EchoSVID)
+	setDur(&c.DrainTimeout, f.DrainTimeout)
 	t := &c.Transport
 	set(&t.Loops, f.Transport.Loops)
 	set(&t.MaxFrame, f.Transport.MaxFrame)

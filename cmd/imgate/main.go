@@ -3,6 +3,7 @@
 //	imgate all       gateway with everything on one node (the default setup)
 //	imgate gateway   the connection gateway alone
 //	imgate token     mint a client token
+//	imgate config    check a configuration file
 //	imgate version   print the version
 package main
 
@@ -12,8 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"imgate/gateway"
 )
@@ -33,6 +32,8 @@ func main() {
 		err = runGateway(cmd, args)
 	case "token":
 		err = runToken(args)
+	case "config":
+		err = runConfig(args)
 	case "version", "--version", "-v":
 		fmt.Println("imgate", version)
 	case "help", "-h", "--help":
@@ -58,6 +59,7 @@ commands:
   all       run the single-node system (gateway; SVID 1 echoes)
   gateway   run the connection gateway
   token     mint a client token: imgate token --uid alice [--device phone] [--ttl 24h]
+  config    check a configuration file: imgate config check /etc/imgate/imgate.toml
   version   print the version
 
 Run 'imgate <command> -h' for the command's flags.
@@ -75,11 +77,10 @@ func runGateway(cmd string, args []string) error {
 	if err != nil {
 		return err
 	}
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	log, lv, err := newLogger(args, level)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	slog.SetDefault(log)
 	gateway.Version = version
 
@@ -92,11 +93,7 @@ func runGateway(cmd string, args []string) error {
 	}
 	printBanner(srv)
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	log.Info("shutting down", "signal", s.String())
-	return srv.Close()
+	return serve(cmd, args, base, srv, log, lv)
 }
 
 func printBanner(srv *gateway.Server) {
