@@ -35,8 +35,10 @@ func NewSubjects(prefix string) Subjects {
 // DefaultPrefix starts every subject.
 const DefaultPrefix = "imgate"
 
-func (s Subjects) Prefix() string            { return s.p }
-func (s Subjects) SVID(svid uint32) string   { return s.p + ".svc." + strconv.FormatUint(uint64(svid), 10) }
+func (s Subjects) Prefix() string { return s.p }
+func (s Subjects) SVID(svid uint32) string {
+	return s.p + ".svc." + strconv.FormatUint(uint64(svid), 10)
+}
 func (s Subjects) SVIDs() string             { return s.p + ".svc.*" }
 func (s Subjects) User(uid string) string    { return s.p + ".user." + Token(uid) }
 func (s Subjects) Room(room string) string   { return s.p + ".room." + Token(room) }
