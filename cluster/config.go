@@ -49,6 +49,11 @@ type Config struct {
 	InboundQueue int
 	// ReconnectWait is the pause between reconnect attempts. Default 250ms.
 	ReconnectWait time.Duration
+	// Paths is how many connections a node keeps to an external NATS
+	// cluster: 2 (the default with two or more servers listed) keeps a
+	// second on another server so that losing a server loses no push; 1
+	// saves the duplicate traffic.
+	Paths int
 }
 
 // EmbeddedConfig configures the in-process NATS server.

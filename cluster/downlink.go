@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -13,11 +14,23 @@ import (
 // (encoded once into a frame by the gateway, whatever the number of local
 // recipients) or a control operation. Messages come from one goroutine, so
 // one publisher's messages reach each connection in publish order.
-func (n *Node) deliver(m *nats.Msg) {
+func (n *Node) deliver(m *nats.Msg, path int) {
 	n.stats.busIn.Add(1)
 	rest, ok := strings.CutPrefix(m.Subject, n.subjPrefix)
 	if !ok {
 		return
+	}
+	now := time.Now()
+	if !n.paths.Trusted(path, now) {
+		return // the other path carries everything while this one recovers
+	}
+	if origin, seq := stamp(m); origin != "" {
+		if origin == n.pusher.Origin() || !n.dedup.first(origin, m.Subject, seq, now) {
+			n.stats.duplicates.Add(1)
+			return
+		}
+	} else if active, _ := n.paths.Active(); path != active {
+		return // unstamped: only the active path can deliver it, once
 	}
 	op := ""
 	if m.Header != nil {
@@ -69,14 +82,26 @@ func (n *Node) deliver(m *nats.Msg) {
 	}
 }
 
-// inboundLoop delivers bus messages until stop closes.
+// inboundLoop delivers bus messages from every path until stop closes.
 func (n *Node) inboundLoop(stop <-chan struct{}) {
+	if len(n.inbound) == 1 {
+		for {
+			select {
+			case <-stop:
+				return
+			case m := <-n.inbound[0]:
+				n.deliver(m, 0)
+			}
+		}
+	}
 	for {
 		select {
 		case <-stop:
 			return
-		case m := <-n.inbound:
-			n.deliver(m)
+		case m := <-n.inbound[0]:
+			n.deliver(m, 0)
+		case m := <-n.inbound[1]:
+			n.deliver(m, 1)
 		}
 	}
 }

@@ -47,9 +47,9 @@ func startBus(t testing.TB) *Embedded {
 
 type testNode struct {
 	*Node
-	srv *gateway.Server
-	nc  *nats.Conn
-	tcp string
+	srv   *gateway.Server
+	paths *Paths
+	tcp   string
 }
 
 func testConfig(id string) Config {
@@ -79,11 +79,11 @@ func startNode(t testing.TB, e *Embedded, id string, edit func(*Config)) *testNo
 	if edit != nil {
 		edit(&cc)
 	}
-	nc, err := Connect(cc, id, e, testLog(), nats.NoEcho())
+	paths, err := ConnectPaths(cc, id, e, testLog(), nats.NoEcho())
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := Attach(srv, nc, cc, testLog())
+	n, err := Attach(srv, paths, cc, testLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func startNode(t testing.TB, e *Embedded, id string, edit func(*Config)) *testNo
 	if err := n.Start(); err != nil {
 		t.Fatal(err)
 	}
-	tn := &testNode{Node: n, srv: srv, nc: nc, tcp: srv.Listeners()[0].Addr().String()}
+	tn := &testNode{Node: n, srv: srv, paths: paths, tcp: srv.Listeners()[0].Addr().String()}
 	t.Cleanup(tn.stop)
 	return tn
 }
@@ -101,7 +101,7 @@ func startNode(t testing.TB, e *Embedded, id string, edit func(*Config)) *testNo
 func (tn *testNode) stop() {
 	tn.srv.Close()
 	tn.Node.Close()
-	tn.nc.Close()
+	tn.paths.Close()
 }
 
 func (tn *testNode) admin(t testing.TB) *redis.Client {

@@ -31,9 +31,9 @@ type interestKey struct {
 }
 
 type interestSub struct {
-	sub     *nats.Subscription // nil until the reconciler subscribes
-	ready   bool               // confirmed by the server (or the bus was down)
-	waiters []func()           // JOIN answers held until ready
+	subs    []*nats.Subscription // one per path; nil until the reconciler subscribes
+	ready   bool                 // confirmed by the server (or the bus was down)
+	waiters []func()             // JOIN answers held until ready
 }
 
 func newInterest(n *Node) *interest {
@@ -133,9 +133,7 @@ func (i *interest) run(stop <-chan struct{}) {
 		// One round trip confirms every subscription of the pass. While
 		// the bus is down nats.go keeps them and sends them on reconnect:
 		// the JOINs waiting here must not wait for that.
-		if i.n.nc.IsConnected() {
-			_ = i.n.nc.FlushTimeout(2 * time.Second)
-		}
+		i.n.paths.Flush(2 * time.Second)
 		var release []func()
 		i.mu.Lock()
 		for _, s := range made {
@@ -168,47 +166,60 @@ func (i *interest) reconcile(k interestKey) *interestSub {
 		delete(i.subs, k)
 		waiters := s.waiters
 		i.mu.Unlock()
-		if s.sub != nil {
-			_ = s.sub.Unsubscribe()
-		}
+		unsubscribe(s.subs)
+		i.n.dedup.forget(i.subject(k))
 		for _, fn := range waiters {
 			fn() // joined and left before the subscription: answer anyway
 		}
 		return nil
 	}
-	if s == nil || s.sub != nil {
+	if s == nil || s.subs != nil {
 		i.mu.Unlock()
 		return nil
 	}
 	i.mu.Unlock()
 
-	subject := i.n.subj.User(k.name)
-	if k.room {
-		subject = i.n.subj.Room(k.name)
-	}
-	sub, err := i.n.nc.ChanSubscribe(subject, i.n.inbound)
-	if err != nil {
-		i.n.log.Warn("cluster: subscribe", "subject", subject, "err", err)
-		// Retry in a second; release the waiters now.
-		sub = nil
-		time.AfterFunc(time.Second, i.kick)
+	subject := i.subject(k)
+	var subs []*nats.Subscription
+	for p, nc := range i.n.paths.Conns() {
+		sub, err := nc.ChanSubscribe(subject, i.n.inbound[p])
+		if err != nil {
+			i.n.log.Warn("cluster: subscribe", "subject", subject, "err", err)
+			// Retry in a second; release the waiters now.
+			unsubscribe(subs)
+			subs = nil
+			time.AfterFunc(time.Second, i.kick)
+			break
+		}
+		subs = append(subs, sub)
 	}
 	i.mu.Lock()
 	if cur := i.subs[k]; cur != s {
 		// Removed (and perhaps re-created) while we subscribed.
 		i.mu.Unlock()
-		if sub != nil {
-			_ = sub.Unsubscribe()
-		}
+		unsubscribe(subs)
 		i.maybeGone(k.room, k.name)
 		return nil
 	}
-	s.sub = sub
-	if sub == nil {
+	s.subs = subs
+	if subs == nil {
 		i.dirty[k] = struct{}{}
 	}
 	i.mu.Unlock()
 	return s
+}
+
+func (i *interest) subject(k interestKey) string {
+	if k.room {
+		return i.n.subj.Room(k.name)
+	}
+	return i.n.subj.User(k.name)
+}
+
+func unsubscribe(subs []*nats.Subscription) {
+	for _, s := range subs {
+		_ = s.Unsubscribe()
+	}
 }
 
 // counts returns the number of room and user subscriptions.
@@ -232,9 +243,7 @@ func (i *interest) closeAll() {
 	i.subs = make(map[interestKey]*interestSub)
 	i.mu.Unlock()
 	for _, s := range subs {
-		if s.sub != nil {
-			_ = s.sub.Unsubscribe()
-		}
+		unsubscribe(s.subs)
 		for _, fn := range s.waiters {
 			fn()
 		}

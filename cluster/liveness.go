@@ -43,7 +43,7 @@ type liveness struct {
 	mu        sync.Mutex
 	peers     map[string]NodeStatus // by <node>.<boot> key
 	connected time.Time             // since when the bus has been up without a break; zero while down
-	sub       *nats.Subscription
+	subs      []*nats.Subscription
 	reaped    uint64
 	seen      map[string]time.Time // when a bucket key was first listed here
 }
@@ -55,11 +55,13 @@ func newLiveness(n *Node) *liveness {
 func incarnation(node, boot string) string { return Token(node) + "." + boot }
 
 func (l *liveness) start() error {
-	sub, err := l.n.nc.Subscribe(l.n.subj.Heartbeats(), l.onHeartbeat)
-	if err != nil {
-		return err
+	for _, nc := range l.n.paths.Conns() {
+		sub, err := nc.Subscribe(l.n.subj.Heartbeats(), l.onHeartbeat)
+		if err != nil {
+			return err
+		}
+		l.subs = append(l.subs, sub)
 	}
-	l.sub = sub
 	return nil
 }
 
@@ -102,12 +104,13 @@ func (l *liveness) beat(bye bool) {
 	st := l.status()
 	st.Bye = bye
 	b, _ := json.Marshal(st)
-	_ = l.n.nc.Publish(l.n.subj.Heartbeat(l.n.cfg.NodeID), b)
+	_, nc := l.n.paths.Active()
+	_ = nc.Publish(l.n.subj.Heartbeat(l.n.cfg.NodeID), b)
 }
 
 // goodbye tells the others this incarnation is leaving.
 func (l *liveness) goodbye() {
-	if l.n.nc.IsConnected() {
+	if l.n.paths.AnyUp() {
 		l.beat(true)
 	}
 }
@@ -119,7 +122,7 @@ func (l *liveness) run(stop <-chan struct{}) {
 	for {
 		now := time.Now()
 		l.mu.Lock()
-		up := l.n.nc.IsConnected()
+		up := l.n.paths.AnyUp()
 		switch {
 		case !up:
 			l.connected = time.Time{}

@@ -3,10 +3,10 @@ package cluster
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -18,18 +18,20 @@ import (
 // the node's operator interfaces, keeps the node's registry entries and
 // heartbeats, and answers cluster queries on the admin port and HTTP API.
 type Node struct {
-	cfg  Config
-	srv  *gateway.Server
-	nc   *nats.Conn
-	log  *slog.Logger
-	boot string // this process's incarnation; registry keys carry it
+	cfg   Config
+	srv   *gateway.Server
+	paths *Paths
+	nc    *nats.Conn // the primary path: registry, queries
+	log   *slog.Logger
+	boot  string // this process's incarnation; registry keys carry it
 
 	subj       Subjects
 	subjPrefix string // "<p>."
 	nodeRest   string // "node.<node>." after the prefix
 	pusher     *Pusher
 
-	inbound  chan *nats.Msg
+	inbound  []chan *nats.Msg // one per path
+	dedup    *dedup
 	interest *interest
 	router   *router
 	registry *registry
@@ -44,6 +46,7 @@ type Node struct {
 
 type nodeStats struct {
 	busIn           atomic.Uint64
+	duplicates      atomic.Uint64
 	relayed         atomic.Uint64
 	relayErrors     atomic.Uint64
 	requests        atomic.Uint64
@@ -51,11 +54,12 @@ type nodeStats struct {
 	requestTimeouts atomic.Uint64
 }
 
-// Attach makes srv a cluster node on the bus connection nc. Call it before
+// Attach makes srv a cluster node on the bus paths. Call it before
 // srv.Start (it registers admin commands and HTTP routes) and Start after.
-// nc should have been opened with nats.NoEcho (see Connect): the node
-// delivers its own pushes locally and must not get them back.
-func Attach(srv *gateway.Server, nc *nats.Conn, cfg Config, log *slog.Logger) (*Node, error) {
+// The paths should have been opened with nats.NoEcho (see ConnectPaths):
+// the node delivers its own pushes locally; what comes back on another path
+// is recognised by its stamp and dropped.
+func Attach(srv *gateway.Server, paths *Paths, cfg Config, log *slog.Logger) (*Node, error) {
 	cfg = cfg.withDefaults()
 	if cfg.NodeID == "" {
 		cfg.NodeID = srv.Config().NodeID
@@ -71,15 +75,19 @@ func Attach(srv *gateway.Server, nc *nats.Conn, cfg Config, log *slog.Logger) (*
 	n := &Node{
 		cfg:        cfg,
 		srv:        srv,
-		nc:         nc,
+		paths:      paths,
+		nc:         paths.Primary(),
 		log:        log.With("node", cfg.NodeID),
 		boot:       hex.EncodeToString(b[:]),
 		subj:       subj,
 		subjPrefix: subj.Prefix() + ".",
 		nodeRest:   "node." + Token(cfg.NodeID) + ".",
-		pusher:     NewPusher(nc, cfg.Prefix),
-		inbound:    make(chan *nats.Msg, cfg.InboundQueue),
+		pusher:     NewPathPusher(paths, cfg.Prefix),
+		dedup:      newDedup(),
 		stop:       make(chan struct{}),
+	}
+	for range paths.Conns() {
+		n.inbound = append(n.inbound, make(chan *nats.Msg, cfg.InboundQueue))
 	}
 	n.interest = newInterest(n)
 	n.registry = newRegistry(n)
@@ -100,26 +108,28 @@ func Attach(srv *gateway.Server, nc *nats.Conn, cfg Config, log *slog.Logger) (*
 
 // Start subscribes the node-wide subjects and starts the background work.
 func (n *Node) Start() error {
-	for _, subject := range []string{n.subj.All(), n.subj.Node(n.cfg.NodeID) + ".conn.*"} {
-		sub, err := n.nc.ChanSubscribe(subject, n.inbound)
+	for i, nc := range n.paths.Conns() {
+		for _, subject := range []string{n.subj.All(), n.subj.Node(n.cfg.NodeID) + ".conn.*"} {
+			sub, err := nc.ChanSubscribe(subject, n.inbound[i])
+			if err != nil {
+				return err
+			}
+			n.subs = append(n.subs, sub)
+		}
+		// One answer per node, whichever path hears the query.
+		q, err := nc.QueueSubscribe(n.subj.RoomQuery(), "node."+Token(n.cfg.NodeID), n.answerRoomQuery)
 		if err != nil {
 			return err
 		}
-		n.subs = append(n.subs, sub)
+		n.subs = append(n.subs, q)
 	}
-	q, err := n.nc.Subscribe(n.subj.RoomQuery(), n.answerRoomQuery)
-	if err != nil {
-		return err
-	}
-	n.subs = append(n.subs, q)
 	if err := n.live.start(); err != nil {
 		return err
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go func() { defer n.wg.Done(); n.inboundLoop(n.stop) }()
 	go func() { defer n.wg.Done(); n.interest.run(n.stop) }()
 	go func() { defer n.wg.Done(); n.registry.run(n.stop) }()
-	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.live.run(n.stop) }()
 	return nil
 }
@@ -139,10 +149,7 @@ func (n *Node) Close() error {
 		}
 		n.interest.closeAll()
 		n.router.close()
-		err = n.nc.Flush()
-		if errors.Is(err, nats.ErrConnectionClosed) {
-			err = nil
-		}
+		n.paths.Flush(2 * time.Second)
 	})
 	return err
 }

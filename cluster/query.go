@@ -122,6 +122,7 @@ type RoomMember struct {
 }
 
 type roomQuery struct {
+	From  string `json:"from"` // the asking node, which answers for itself
 	Room  string `json:"room"`
 	Limit int    `json:"limit"` // members wanted from each node (0: none, only the count)
 }
@@ -148,7 +149,7 @@ func (n *Node) localRoom(room string, limit int) roomAnswer {
 // answerRoomQuery serves <p>.q.room for the other nodes.
 func (n *Node) answerRoomQuery(m *nats.Msg) {
 	var q roomQuery
-	if json.Unmarshal(m.Data, &q) != nil || m.Reply == "" {
+	if json.Unmarshal(m.Data, &q) != nil || m.Reply == "" || q.From == n.cfg.NodeID {
 		return
 	}
 	a := n.localRoom(q.Room, max(q.Limit, 0))
@@ -161,17 +162,17 @@ func (n *Node) answerRoomQuery(m *nats.Msg) {
 // (like SCAN, a page may miss or repeat members that join or leave meanwhile).
 func (n *Node) Room(ctx context.Context, room string, offset, limit int) (int, []RoomMember, error) {
 	answers := []roomAnswer{n.localRoom(room, offset+limit)}
-	if n.nc.IsConnected() {
+	if _, nc := n.paths.Active(); nc.IsConnected() {
 		want := len(n.live.nodes()) - 1
-		inbox := n.nc.NewRespInbox()
+		inbox := nc.NewRespInbox()
 		ch := make(chan *nats.Msg, 64)
-		sub, err := n.nc.ChanSubscribe(inbox, ch)
+		sub, err := nc.ChanSubscribe(inbox, ch)
 		if err != nil {
 			return 0, nil, err
 		}
 		defer sub.Unsubscribe()
-		q, _ := json.Marshal(roomQuery{Room: room, Limit: offset + limit})
-		if err := n.nc.PublishRequest(n.subj.RoomQuery(), inbox, q); err != nil {
+		q, _ := json.Marshal(roomQuery{From: n.cfg.NodeID, Room: room, Limit: offset + limit})
+		if err := nc.PublishRequest(n.subj.RoomQuery(), inbox, q); err != nil {
 			return 0, nil, err
 		}
 		wait := time.NewTimer(time.Second)
@@ -235,7 +236,9 @@ func (n *Node) Info() map[string]any {
 		"bus_server":           n.nc.ConnectedUrlRedacted(),
 		"bus_reconnects":       n.nc.Stats().Reconnects,
 		"bus_in":               n.stats.busIn.Load(),
-		"inbound_queued":       len(n.inbound),
+		"inbound_queued":       len(n.inbound[0]),
+		"bus_paths":            len(n.paths.Conns()),
+		"bus_duplicates":       n.stats.duplicates.Load(),
 		"room_subscriptions":   rooms,
 		"user_subscriptions":   users,
 		"relayed":              n.stats.relayed.Load(),

@@ -34,11 +34,11 @@ const (
 // only publishes). Backends subscribe with queue groups, so NATS balances
 // them and fails over between them.
 type router struct {
-	n       *Node
-	prefix  string // reply subjects: <inbox>.<id>
-	sub     *nats.Subscription
-	next    atomic.Uint64
-	timeout time.Duration
+	n        *Node
+	prefixes []string // reply subjects per path: <inbox>.<id>
+	subs     []*nats.Subscription
+	next     atomic.Uint64
+	timeout  time.Duration
 
 	shards [64]pendingShard
 	svids  sync.Map // uint32 -> subject string
@@ -55,16 +55,20 @@ type pendingRequest struct {
 }
 
 func newRouter(n *Node) (*router, error) {
-	r := &router{n: n, prefix: n.nc.NewInbox(), timeout: n.cfg.RequestTimeout}
+	r := &router{n: n, timeout: n.cfg.RequestTimeout}
 	for i := range r.shards {
 		r.shards[i].m = make(map[uint64]*pendingRequest)
 	}
-	sub, err := n.nc.Subscribe(r.prefix+".*", r.onReply)
-	if err != nil {
-		return nil, err
+	for _, nc := range n.paths.Conns() {
+		prefix := nc.NewInbox()
+		sub, err := nc.Subscribe(prefix+".*", r.onReply)
+		if err != nil {
+			return nil, err
+		}
+		_ = sub.SetPendingLimits(-1, -1)
+		r.prefixes = append(r.prefixes, prefix)
+		r.subs = append(r.subs, sub)
 	}
-	_ = sub.SetPendingLimits(-1, -1)
-	r.sub = sub
 	return r, nil
 }
 
@@ -82,7 +86,8 @@ func (r *router) shard(id uint64) *pendingShard { return &r.shards[id%uint64(len
 // Uplink implements gateway.Dispatcher.
 func (r *router) Uplink(req *gateway.Request) {
 	r.n.stats.requests.Add(1)
-	if !r.n.nc.IsConnected() {
+	path, nc := r.n.paths.Active()
+	if !nc.IsConnected() {
 		r.n.stats.requestErrors.Add(1)
 		req.Fail(proto.Errorf(proto.CodeNoHandler, "svid %d: cluster bus unreachable", req.SVID))
 		return
@@ -99,7 +104,7 @@ func (r *router) Uplink(req *gateway.Request) {
 	h[HeaderSVID] = []string{strconv.FormatUint(uint64(req.SVID), 10)}
 	m := &nats.Msg{
 		Subject: r.subject(req.SVID),
-		Reply:   r.prefix + "." + strconv.FormatUint(id, 10),
+		Reply:   r.prefixes[path] + "." + strconv.FormatUint(id, 10),
 		Header:  h,
 		Data:    req.Body,
 	}
@@ -109,7 +114,7 @@ func (r *router) Uplink(req *gateway.Request) {
 	sh.m[id] = p
 	p.timer = time.AfterFunc(r.timeout, func() { r.expire(id) })
 	sh.mu.Unlock()
-	if err := r.n.nc.PublishMsg(m); err != nil {
+	if err := nc.PublishMsg(m); err != nil {
 		if r.take(id) != nil {
 			r.n.stats.requestErrors.Add(1)
 			req.Fail(proto.Errorf(proto.CodeNoHandler, "svid %d: %v", req.SVID, err))
@@ -203,9 +208,7 @@ func (r *router) pending() int {
 }
 
 func (r *router) close() {
-	if r.sub != nil {
-		_ = r.sub.Unsubscribe()
-	}
+	unsubscribe(r.subs)
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.Lock()

@@ -44,8 +44,10 @@ type heardBackend struct {
 	heard time.Time
 }
 
-// New builds a daemon publishing on nc under prefix ("" = "imgate").
-func New(cfg Config, nc *nats.Conn, prefix string, log *slog.Logger) (*Daemon, error) {
+// New builds a daemon on the bus paths, under prefix ("" = "imgate"):
+// bridges serve on the primary path, pushes go out on the active one.
+func New(cfg Config, paths *cluster.Paths, prefix string, log *slog.Logger) (*Daemon, error) {
+	nc := paths.Primary()
 	if log == nil {
 		log = slog.Default()
 	}
@@ -55,7 +57,7 @@ func New(cfg Config, nc *nats.Conn, prefix string, log *slog.Logger) (*Daemon, e
 	}
 	d := &Daemon{
 		cfg: cfg, nc: nc, prefix: prefix, log: log.With("component", "route"),
-		pusher:   cluster.NewPusher(nc, prefix),
+		pusher:   cluster.NewPathPusher(paths, prefix),
 		backends: make(map[uint32]map[string]heardBackend),
 	}
 	seen := map[uint32]bool{}

@@ -92,7 +92,7 @@ func TestBridge(t *testing.T) {
 
 	d, err := New(Config{Bridges: []Bridge{
 		{SVID: 5, URL: srv.URL, Timeout: 200 * time.Millisecond, Retries: 2, Backoff: 5 * time.Millisecond, Concurrency: 1, BreakerFailures: 2, BreakerCooldown: 300 * time.Millisecond},
-	}}, nc, "", slog.New(slog.DiscardHandler))
+	}}, cluster.NewPaths(nil, nc), "", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestBridge(t *testing.T) {
 // announce themselves.
 func TestPushAPIAndSVIDs(t *testing.T) {
 	_, nc := startBus(t)
-	d, err := New(Config{HTTPAddr: "127.0.0.1:0", HTTPToken: "s3cret"}, nc, "", slog.New(slog.DiscardHandler))
+	d, err := New(Config{HTTPAddr: "127.0.0.1:0", HTTPToken: "s3cret"}, cluster.NewPaths(nil, nc), "", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -239,12 +239,12 @@ func startSystem(cmd string, o options, log *slog.Logger) (sys *system, err erro
 			return sys, err
 		}
 		if onBus {
-			nc, err := cluster.Connect(cc, "imgate-gateway "+o.Gateway.NodeID, sys.embedded, log, nats.NoEcho())
+			paths, err := cluster.ConnectPaths(cc, "imgate-gateway "+o.Gateway.NodeID, sys.embedded, log, nats.NoEcho())
 			if err != nil {
 				return sys, err
 			}
-			sys.conns = append(sys.conns, nc)
-			if sys.node, err = cluster.Attach(sys.srv, nc, cc, log); err != nil {
+			sys.conns = append(sys.conns, paths)
+			if sys.node, err = cluster.Attach(sys.srv, paths, cc, log); err != nil {
 				return sys, err
 			}
 		}
@@ -258,12 +258,13 @@ func startSystem(cmd string, o options, log *slog.Logger) (sys *system, err erro
 		}
 	}
 	if cmd == "all" || cmd == "route" {
-		nc, err := cluster.Connect(cc, "imgate-route "+o.Gateway.NodeID, sys.embedded, log)
+		paths, err := cluster.ConnectPaths(cc, "imgate-route "+o.Gateway.NodeID, sys.embedded, log)
 		if err != nil {
 			return sys, err
 		}
-		sys.conns = append(sys.conns, nc)
-		sys.daemon, err = route.New(o.Route, nc, cc.Prefix, log)
+		sys.conns = append(sys.conns, paths)
+		nc := paths.Primary()
+		sys.daemon, err = route.New(o.Route, paths, cc.Prefix, log)
 		if err != nil {
 			return sys, err
 		}
