@@ -58,17 +58,23 @@ type regOp struct {
 	data []byte // nil: remove
 }
 
+// buckets are the open KV buckets; set once by the writer goroutine, read by
+// queries and the reaper.
+type buckets struct {
+	js      jetstream.JetStream
+	online  jetstream.KeyValue
+	nodes   jetstream.KeyValue
+	subject string // "$KV.<bucket>."
+	stream  string
+}
+
 type registry struct {
 	n      *Node
 	ops    chan regOp
 	resync atomic.Bool
 	ready  atomic.Bool
 
-	js      jetstream.JetStream
-	online  jetstream.KeyValue
-	nodes   jetstream.KeyValue
-	subject string // "$KV.<bucket>."
-	stream  string
+	b atomic.Pointer[buckets] // nil until the buckets are open
 
 	failed  atomic.Uint64 // async publish errors in the current batch
 	writes  atomic.Uint64 // acknowledged puts and removals
@@ -168,9 +174,8 @@ func (r *registry) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kv %s: %w", r.n.subj.BucketNodes(), err)
 	}
-	r.js, r.online, r.nodes = js, online, nodes
-	r.subject = "$KV." + r.n.subj.BucketOnline() + "."
-	r.stream = "KV_" + r.n.subj.BucketOnline()
+	r.b.Store(&buckets{js: js, online: online, nodes: nodes,
+		subject: "$KV." + r.n.subj.BucketOnline() + ".", stream: "KV_" + r.n.subj.BucketOnline()})
 	return nil
 }
 
@@ -181,7 +186,7 @@ func (r *registry) run(stop <-chan struct{}) {
 	batch := make(map[string][]byte, registryBatch)
 	order := make([]string, 0, registryBatch)
 	for {
-		if r.online == nil && r.n.nc.IsConnected() {
+		if r.b.Load() == nil && r.n.nc.IsConnected() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			err := r.open(ctx)
 			if err == nil {
@@ -189,11 +194,11 @@ func (r *registry) run(stop <-chan struct{}) {
 			}
 			cancel()
 			if err != nil {
-				r.online = nil
+				r.b.Store(nil)
 				r.n.log.Warn("cluster: registry not ready", "err", err)
 			}
 		}
-		if r.online != nil && r.resync.Load() && r.n.nc.IsConnected() {
+		if r.b.Load() != nil && r.resync.Load() && r.n.nc.IsConnected() {
 			if err := r.resynchronise(); err != nil {
 				r.n.log.Warn("cluster: registry resync", "err", err)
 			} else {
@@ -224,7 +229,7 @@ func (r *registry) run(stop <-chan struct{}) {
 					break more
 				}
 			}
-			if r.online == nil || !r.n.nc.IsConnected() || r.resync.Load() {
+			if r.b.Load() == nil || !r.n.nc.IsConnected() || r.resync.Load() {
 				r.resync.Store(true)
 				r.drain()
 				continue
@@ -250,14 +255,14 @@ func (r *registry) write(keys []string, values map[string][]byte) {
 	r.failed.Store(0)
 	sent := 0
 	for _, k := range keys {
-		if _, err := r.js.PublishMsgAsync(r.op(k, values[k])); err != nil {
+		if _, err := r.b.Load().js.PublishMsgAsync(r.op(k, values[k])); err != nil {
 			r.failed.Add(1)
 			break
 		}
 		sent++
 	}
 	select {
-	case <-r.js.PublishAsyncComplete():
+	case <-r.b.Load().js.PublishAsyncComplete():
 	case <-time.After(10 * time.Second):
 		r.failed.Add(1)
 	}
@@ -271,7 +276,7 @@ func (r *registry) write(keys []string, values map[string][]byte) {
 // op is the KV message for a put (data) or a removal (nil): a purge marker
 // that rolls up the key's history and expires after purgeMarkerTTL.
 func (r *registry) op(key string, data []byte) *nats.Msg {
-	m := &nats.Msg{Subject: r.subject + key, Data: data}
+	m := &nats.Msg{Subject: r.b.Load().subject + key, Data: data}
 	if data == nil {
 		m.Header = nats.Header{}
 		m.Header.Set("KV-Operation", "PURGE")
@@ -287,12 +292,12 @@ func (r *registry) purgePrevious(ctx context.Context) error {
 	if err := r.purge(ctx, "u.*.*."+Token(r.n.cfg.NodeID)+".>"); err != nil {
 		return err
 	}
-	keys, err := r.nodes.ListKeysFiltered(ctx, Token(r.n.cfg.NodeID)+".*")
+	keys, err := r.b.Load().nodes.ListKeysFiltered(ctx, Token(r.n.cfg.NodeID)+".*")
 	if err != nil {
 		return err
 	}
 	for k := range keys.Keys() {
-		_ = r.nodes.Purge(ctx, k)
+		_ = r.b.Load().nodes.Purge(ctx, k)
 	}
 	return r.putNode(ctx)
 }
@@ -300,17 +305,21 @@ func (r *registry) purgePrevious(ctx context.Context) error {
 func (r *registry) putNode(ctx context.Context) error {
 	st := r.n.live.status()
 	b, _ := json.Marshal(st)
-	_, err := r.nodes.Put(ctx, r.nodeKey(), b)
+	_, err := r.b.Load().nodes.Put(ctx, r.nodeKey(), b)
 	return err
 }
 
 // purge removes every entry matching a key filter in one request.
 func (r *registry) purge(ctx context.Context, filter string) error {
-	s, err := r.js.Stream(ctx, r.stream)
+	b := r.b.Load()
+	if b == nil {
+		return errors.New("registry not ready")
+	}
+	s, err := b.js.Stream(ctx, b.stream)
 	if err != nil {
 		return err
 	}
-	return s.Purge(ctx, jetstream.WithPurgeSubject(r.subject+filter))
+	return s.Purge(ctx, jetstream.WithPurgeSubject(b.subject+filter))
 }
 
 // resynchronise makes this incarnation's entries equal the node's sessions.
@@ -329,7 +338,7 @@ func (r *registry) resynchronise() error {
 	if err := r.putNode(ctx); err != nil {
 		return fail(err)
 	}
-	lister, err := r.online.ListKeysFiltered(ctx, r.selfFilter())
+	lister, err := r.b.Load().online.ListKeysFiltered(ctx, r.selfFilter())
 	if err != nil {
 		return fail(err)
 	}
@@ -365,10 +374,11 @@ func (r *registry) resynchronise() error {
 // reaper took the node for dead (it was cut off, or stalled, for longer than
 // the liveness interval) and purged its entries.
 func (r *registry) checkSelf(ctx context.Context) {
-	if r.online == nil || !r.ready.Load() || r.resync.Load() {
+	b := r.b.Load()
+	if b == nil || !r.ready.Load() || r.resync.Load() {
 		return
 	}
-	if _, err := r.nodes.Get(ctx, r.nodeKey()); errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := b.nodes.Get(ctx, r.nodeKey()); errors.Is(err, jetstream.ErrKeyNotFound) {
 		r.n.log.Warn("cluster: this node was reaped while alive; resynchronising its registry entries")
 		r.resync.Store(true)
 	}
@@ -376,32 +386,35 @@ func (r *registry) checkSelf(ctx context.Context) {
 
 // purgeSelf removes this incarnation at a clean stop.
 func (r *registry) purgeSelf() {
-	if r.online == nil || !r.n.nc.IsConnected() {
+	b := r.b.Load()
+	if b == nil || !r.n.nc.IsConnected() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	_ = r.purge(ctx, r.selfFilter())
-	_ = r.nodes.Purge(ctx, r.nodeKey())
+	_ = b.nodes.Purge(ctx, r.nodeKey())
 }
 
 // reap removes a dead incarnation's entries and its node key.
 func (r *registry) reap(ctx context.Context, node, boot string) error {
-	if r.online == nil {
+	b := r.b.Load()
+	if b == nil {
 		return errors.New("registry not ready")
 	}
 	if err := r.purge(ctx, "u.*.*."+Token(node)+"."+boot+".*"); err != nil {
 		return err
 	}
-	return r.nodes.Purge(ctx, Token(node)+"."+boot)
+	return b.nodes.Purge(ctx, Token(node)+"."+boot)
 }
 
 // incarnations lists the node keys (<node>.<boot>) in the nodes bucket.
 func (r *registry) incarnations(ctx context.Context) ([]string, error) {
-	if r.nodes == nil {
+	b := r.b.Load()
+	if b == nil {
 		return nil, errors.New("registry not ready")
 	}
-	l, err := r.nodes.ListKeys(ctx)
+	l, err := b.nodes.ListKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -415,19 +428,28 @@ func (r *registry) incarnations(ctx context.Context) ([]string, error) {
 // list returns the entries whose keys match filter, skipping offset and
 // keeping at most limit (0: all); total counts every match.
 func (r *registry) list(ctx context.Context, filter string, offset, limit int) (total int, out []Entry, err error) {
-	if r.online == nil {
+	b := r.b.Load()
+	if b == nil {
 		return 0, nil, errors.New("registry not ready: the bus is unreachable")
 	}
-	w, err := r.online.WatchFiltered(ctx, []string{filter}, jetstream.IgnoreDeletes())
+	w, err := b.online.WatchFiltered(ctx, []string{filter}, jetstream.IgnoreDeletes())
 	if err != nil {
 		return 0, nil, err
 	}
 	defer w.Stop()
+	// The watcher marks the end of the initial values with nil once it has
+	// seen as many as the stream held when it started; entries purged in
+	// the meantime (a reaper at work) never come, so a pause also ends it.
+	idle := time.NewTimer(time.Second)
+	defer idle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return total, out, ctx.Err()
+		case <-idle.C:
+			return total, out, nil
 		case e, ok := <-w.Updates():
+			idle.Reset(500 * time.Millisecond)
 			if !ok || e == nil {
 				return total, out, nil
 			}
