@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -43,11 +44,13 @@ func ConnectPaths(cfg Config, name string, embedded *Embedded, log *slog.Logger,
 		n = 2
 	}
 	var conns []*nats.Conn
+	first := rand.IntN(len(cfg.NATS) + 1) // spread the processes' paths over the servers
 	for i := range n {
 		c := cfg
 		opts := extra
 		if n == 2 {
-			c.NATS = append(slices.Clone(cfg.NATS[i:]), cfg.NATS[:i]...)
+			k := (first + i) % len(cfg.NATS)
+			c.NATS = append(slices.Clone(cfg.NATS[k:]), cfg.NATS[:k]...)
 			opts = append(slices.Clone(extra), nats.DontRandomize())
 		}
 		nc, err := Connect(c, name, embedded, log, opts...)
@@ -121,7 +124,9 @@ func (p *Paths) trusted(i int, now time.Time) bool {
 		return true
 	}
 	for j := range p.conns {
-		if j != i && settled(j) {
+		// The flags lag a dead connection by a moment; ask it too, so that
+		// a recovering path is not ignored while the other one is gone.
+		if j != i && settled(j) && p.conns[j].IsConnected() {
 			return false
 		}
 	}
@@ -193,9 +198,17 @@ func (p *Paths) keepApart() {
 				continue
 			}
 			if a.ConnectedAddr() != "" && a.ConnectedAddr() == b.ConnectedAddr() && len(b.Servers()) > 1 {
+				// Move the path that came up last: it is still recovering,
+				// the other carries the traffic.
+				p.mu.Lock()
+				move := 1
+				if p.upSince[0].After(p.upSince[1]) {
+					move = 0
+				}
+				p.mu.Unlock()
 				last = now
-				p.log.Info("cluster: both bus paths on one server; moving the second", "server", b.ConnectedServerName())
-				_ = b.ForceReconnect()
+				p.log.Info("cluster: both bus paths on one server; moving one", "server", b.ConnectedServerName(), "path", move)
+				_ = p.conns[move].ForceReconnect()
 			}
 		}
 	}

@@ -34,6 +34,7 @@ func main() {
 	prefix := flag.String("prefix", cluster.DefaultPrefix, "subject prefix")
 	name := flag.String("name", "", "instance name in announcements (default echo@<host>/<pid>)")
 	httpAddr := flag.String("http", "", "address of the HTTP endpoint (serve for the route daemon)")
+	tag := flag.Bool("tag", false, "prefix replies with the instance name and a colon (to see the balancing)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if *natsURL == "" && *httpAddr == "" {
@@ -59,6 +60,9 @@ func main() {
 				if err := pusher.User(r.UID, cluster.Message{Payload: []byte(rest)}); err != nil {
 					return nil, err
 				}
+			}
+			if *tag {
+				return append([]byte(*name+":"), r.Payload...), nil
 			}
 			return r.Payload, nil
 		})
