@@ -15,6 +15,7 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/imgate ./cmd/imgate
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/imgate-cli ./tools/imgate-cli
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/imgate-echo ./tools/imgate-echo
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/imgate-idle ./bench/idle
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/imgate-bench ./bench/imgate-bench
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/imgate-netem ./tools/imgate-netem

@@ -161,6 +161,9 @@ func (a *admin) accept(c redcon.Conn) bool {
 func (a *admin) handle(c redcon.Conn, cmd redcon.Command) {
 	name := string(cmd.Args[0])
 	def, ok := adminCommands[strings.ToLower(name)]
+	if !ok {
+		def, ok = a.srv.extraAdmin[strings.ToLower(name)]
+	}
 	// Before AUTH even unknown commands answer NOAUTH: the port tells a
 	// stranger nothing about itself.
 	if !c.Context().(*adminConn).authed && !def.open {
@@ -498,6 +501,9 @@ func (a *admin) kick(c redcon.Conn, args [][]byte) {
 		words = append(words, string(w))
 	}
 	n := a.srv.Kick(target, strings.Join(words, " "))
+	if a.srv.relay != nil {
+		a.srv.relay.RelayKick(target, strings.Join(words, " "))
+	}
 	a.srv.log.Info("admin: kick", "target", target, "kicked", n, "addr", c.RemoteAddr())
 	c.WriteInt(n)
 }
@@ -509,6 +515,9 @@ func (a *admin) push(c redcon.Conn, args [][]byte) {
 		return
 	}
 	c.WriteInt(a.srv.PushUser(string(args[0]), p))
+	if a.srv.relay != nil {
+		a.srv.relay.RelayUsers([]string{string(args[0])}, p)
+	}
 }
 
 func (a *admin) roomPush(c redcon.Conn, args [][]byte) {
@@ -523,6 +532,9 @@ func (a *admin) roomPush(c redcon.Conn, args [][]byte) {
 		return
 	}
 	c.WriteInt(a.srv.PushRoom(room, p))
+	if a.srv.relay != nil {
+		a.srv.relay.RelayRoom(room, p)
+	}
 }
 
 func (a *admin) broadcast(c redcon.Conn, args [][]byte) {
@@ -532,6 +544,9 @@ func (a *admin) broadcast(c redcon.Conn, args [][]byte) {
 		return
 	}
 	c.WriteInt(a.srv.PushAll(p))
+	if a.srv.relay != nil {
+		a.srv.relay.RelayAll(p)
+	}
 }
 
 func (a *admin) join(c redcon.Conn, args [][]byte) {

@@ -108,6 +108,9 @@ func (s *Server) httpHandler() http.Handler {
 	api("GET /rooms", s.httpRooms)
 	api("GET /room", s.httpRoom)
 	api("GET /session", s.httpSession)
+	for _, r := range s.extraHTTP {
+		api(r.pattern, r.handler)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
@@ -188,6 +191,9 @@ func (s *Server) httpPushUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, deliveredResponse{s.PushUser(req.UID, p)})
+	if s.relay != nil {
+		s.relay.RelayUsers([]string{req.UID}, p)
+	}
 }
 
 func (s *Server) httpPushUsers(w http.ResponseWriter, r *http.Request) {
@@ -205,6 +211,9 @@ func (s *Server) httpPushUsers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, deliveredResponse{s.PushUsers(req.UIDs, p)})
+	if s.relay != nil {
+		s.relay.RelayUsers(req.UIDs, p)
+	}
 }
 
 func (s *Server) httpPushRoom(w http.ResponseWriter, r *http.Request) {
@@ -222,6 +231,9 @@ func (s *Server) httpPushRoom(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, deliveredResponse{s.PushRoom(req.Room, p)})
+	if s.relay != nil {
+		s.relay.RelayRoom(req.Room, p)
+	}
 }
 
 func (s *Server) httpPushAll(w http.ResponseWriter, r *http.Request) {
@@ -235,6 +247,9 @@ func (s *Server) httpPushAll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, deliveredResponse{s.PushAll(p)})
+	if s.relay != nil {
+		s.relay.RelayAll(p)
+	}
 }
 
 func (s *Server) httpKick(w http.ResponseWriter, r *http.Request) {
@@ -250,6 +265,9 @@ func (s *Server) httpKick(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n := s.Kick(req.Target, req.Reason)
+	if s.relay != nil {
+		s.relay.RelayKick(req.Target, req.Reason)
+	}
 	s.log.Info("http: kick", "target", req.Target, "kicked", n, "addr", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, map[string]int{"kicked": n})
 }

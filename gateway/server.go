@@ -30,6 +30,12 @@ type Server struct {
 	metrics *metrics
 	mux     *Mux // the Dispatcher: in-process SVID handlers, then its Fallback
 
+	// Cluster seams (hooks.go); nil on a single node.
+	observer   Observer
+	relay      Relay
+	extraAdmin map[string]adminCommand
+	extraHTTP  []httpRoute
+
 	mu        sync.Mutex
 	listeners []transport.Listener
 	closers   []func() error
@@ -248,6 +254,9 @@ func (s *Server) OnClose(c transport.Conn, err error) {
 		s.reg.removeUser(x)
 		s.hub.RemoveNode(x)
 		x.leaveAll()
+		if s.observer != nil {
+			s.observer.SessionClosed(x)
+		}
 	}
 	reason := "peer"
 	switch code := proto.Code(x.closeCode.Load()); {
@@ -293,14 +302,11 @@ func (s *Server) OnFrame(c transport.Conn, f proto.Frame) error {
 	switch f.Op {
 	case proto.OpHeartbeat:
 		x.send(broadcast.NewFrame(proto.Header{Op: proto.OpPong, Seq: f.Seq}, binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixMilli()))))
-	case proto.OpJoin, proto.OpLeave:
-		var err error
-		if f.Op == proto.OpJoin {
-			err = x.join(string(f.Body), true)
-		} else {
-			err = x.leave(string(f.Body))
-		}
-		s.answer(x, f.Header, err)
+	case proto.OpJoin:
+		h := f.Header
+		x.joinAnswered(string(f.Body), func(err error) { s.answer(x, h, err) })
+	case proto.OpLeave:
+		s.answer(x, f.Header, x.leave(string(f.Body)))
 	case proto.OpUplink:
 		s.metrics.uplinks.Inc()
 		// The one op whose effect must not happen twice: a backend acts on
@@ -402,6 +408,9 @@ func (s *Server) authenticate(x *Session, f proto.Frame) error {
 		replaced.Kick(proto.CodeReplaced, "the same device logged in again")
 	}
 	s.hub.AddNode(x)
+	if s.observer != nil {
+		s.observer.SessionAuthed(x)
+	}
 	body := proto.AppendAuthOK(nil, proto.AuthOK{
 		ConnID:      x.id,
 		HeartbeatMS: uint32(s.cfg.HeartbeatInterval / time.Millisecond),

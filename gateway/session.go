@@ -106,26 +106,47 @@ func (s *Session) Rooms() []string {
 
 // join adds the session to a room, enforcing the token and the room limit.
 func (s *Session) join(room string, checkToken bool) error {
+	created, err := s.enter(room, checkToken)
+	if err == nil {
+		s.srv.observeJoin(room, created, nil)
+	}
+	return err
+}
+
+// joinAnswered serves a client's JOIN: answer runs once, when the node is
+// ready to receive the room's messages (at once on a single node).
+func (s *Session) joinAnswered(room string, answer func(error)) {
+	created, err := s.enter(room, true)
+	if err != nil {
+		answer(err)
+		return
+	}
+	s.srv.observeJoin(room, created, func() { answer(nil) })
+}
+
+// enter puts the session in the room; created reports the node's first
+// member.
+func (s *Session) enter(room string, checkToken bool) (created bool, err error) {
 	if err := proto.CheckName([]byte(room)); err != nil {
-		return proto.Errorf(proto.CodeBadRequest, "room name: %v", err)
+		return false, proto.Errorf(proto.CodeBadRequest, "room name: %v", err)
 	}
 	if checkToken && s.allowed != nil && !slices.Contains(s.allowed, room) {
-		return proto.Errorf(proto.CodeRoomForbidden, "token does not allow room %q", room)
+		return false, proto.Errorf(proto.CodeRoomForbidden, "token does not allow room %q", room)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.gone.Load() {
-		return proto.Errorf(proto.CodeBadRequest, "connection closed")
+		return false, proto.Errorf(proto.CodeBadRequest, "connection closed")
 	}
 	if slices.Contains(s.rooms, room) {
-		return nil
+		return false, nil
 	}
 	if limit := int(s.srv.maxRoomsPerConn.Load()); len(s.rooms) >= limit {
-		return proto.Errorf(proto.CodeRoomLimit, "already in %d rooms (limit %d)", len(s.rooms), limit)
+		return false, proto.Errorf(proto.CodeRoomLimit, "already in %d rooms (limit %d)", len(s.rooms), limit)
 	}
-	s.srv.hub.Join(room, s)
+	_, created = s.srv.hub.Join(room, s)
 	s.rooms = append(s.rooms, room)
-	return nil
+	return created, nil
 }
 
 func (s *Session) leave(room string) error {
@@ -133,13 +154,15 @@ func (s *Session) leave(room string) error {
 		return proto.Errorf(proto.CodeBadRequest, "room name: %v", err)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	i := slices.Index(s.rooms, room)
 	if i < 0 {
+		s.mu.Unlock()
 		return proto.Errorf(proto.CodeNotInRoom, "not in room %q", room)
 	}
 	s.rooms = slices.Delete(s.rooms, i, i+1)
-	s.srv.hub.Leave(room, s)
+	_, deleted := s.srv.hub.Leave(room, s)
+	s.mu.Unlock()
+	s.srv.observeLeave(room, deleted)
 	return nil
 }
 
@@ -150,7 +173,8 @@ func (s *Session) leaveAll() {
 	s.rooms = nil
 	s.mu.Unlock()
 	for _, r := range rooms {
-		s.srv.hub.Leave(r, s)
+		_, deleted := s.srv.hub.Leave(r, s)
+		s.srv.observeLeave(r, deleted)
 	}
 }
 

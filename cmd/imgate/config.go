@@ -71,6 +71,8 @@ type fileConfig struct {
 		Issuer   string              `toml:"issuer"`
 		Audience string              `toml:"audience"`
 	} `toml:"auth"`
+	Cluster clusterFile `toml:"cluster"` // cluster.go
+	Route   routeFile   `toml:"route"`
 }
 
 type duration time.Duration
@@ -93,16 +95,24 @@ func setDur(dst *time.Duration, src *duration) {
 	}
 }
 
-func loadFile(path string, c *gateway.Config) error {
+func decodeFile(path string) (*fileConfig, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var f fileConfig
 	dec := toml.NewDecoder(strings.NewReader(string(data)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &f, nil
+}
+
+func loadFile(path string, c *gateway.Config) error {
+	f, err := decodeFile(path)
+	if err != nil {
+		return err
 	}
 	set(&c.NodeID, f.NodeID)
 	set(&c.DataDir, f.DataDir)
@@ -231,6 +241,13 @@ func envName(flag string) string {
 
 // loadConfig builds the gateway config for `imgate all|gateway`.
 func loadConfig(cmd string, args []string, base gateway.Config) (gateway.Config, string, error) {
+	o, err := loadOptions(cmd, args, options{Gateway: base, Cluster: defaultClusterConfig(), Route: defaultRouteConfig()})
+	return o.Gateway, o.LogLevel, err
+}
+
+// loadOptions builds every component's config: the gateway's, the
+// cluster's and the route daemon's share one file, environment and flag set.
+func loadOptions(cmd string, args []string, base options) (options, error) {
 	fs := flag.NewFlagSet("imgate "+cmd, flag.ContinueOnError)
 	path := fs.String("config", os.Getenv("IMGATE_CONFIG"), "TOML configuration file (env IMGATE_CONFIG)")
 	logLevel := fs.String("log-level", envOr("IMGATE_LOG_LEVEL", "info"), "debug, info, warn or error")
@@ -238,13 +255,18 @@ func loadConfig(cmd string, args []string, base gateway.Config) (gateway.Config,
 	for _, s := range settings {
 		values[s.name] = fs.String(s.name, "", s.usage+" (env "+envName(s.name)+")")
 	}
+	clusterValues := registerClusterFlags(fs)
 	if err := fs.Parse(args); err != nil {
-		return base, "", err
+		return base, err
 	}
-	c := base
+	o := base
+	c := &o.Gateway
 	if *path != "" {
-		if err := loadFile(*path, &c); err != nil {
-			return c, "", err
+		if err := loadFile(*path, c); err != nil {
+			return o, err
+		}
+		if err := loadClusterFile(*path, &o); err != nil {
+			return o, err
 		}
 	}
 	given := map[string]bool{}
@@ -257,11 +279,15 @@ func loadConfig(cmd string, args []string, base gateway.Config) (gateway.Config,
 		if !ok {
 			continue
 		}
-		if err := s.apply(&c, v); err != nil {
-			return c, "", fmt.Errorf("--%s %q: %w", s.name, v, err)
+		if err := s.apply(c, v); err != nil {
+			return o, fmt.Errorf("--%s %q: %w", s.name, v, err)
 		}
 	}
-	return c, *logLevel, nil
+	if err := applyClusterFlags(clusterValues, given, &o); err != nil {
+		return o, err
+	}
+	o.LogLevel = *logLevel
+	return o, nil
 }
 
 func envOr(k, def string) string {

@@ -93,7 +93,12 @@ func flagGiven(args []string, name string) bool {
 
 // serve runs a started server until a signal or a finished drain ends it,
 // telling systemd where it stands.
-func serve(cmd string, args []string, base gateway.Config, srv *gateway.Server, log *slog.Logger, lv *slog.LevelVar) error {
+func serve(cmd string, args []string, sys *system, log *slog.Logger, lv *slog.LevelVar) error {
+	srv := sys.srv
+	if srv == nil {
+		return serveDaemon(sys, log)
+	}
+	base := gateway.DefaultConfig()
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
@@ -126,12 +131,14 @@ func serve(cmd string, args []string, base gateway.Config, srv *gateway.Server, 
 			default:
 				log.Info("shutting down", "signal", s.String())
 				sdNotify("STOPPING=1\nSTATUS=shutting down")
-				return srv.Close()
+				sys.stop(log)
+				return nil
 			}
 		case <-srv.Drained():
 			log.Info("drained: shutting down")
 			sdNotify("STOPPING=1\nSTATUS=drained, shutting down")
-			return srv.Close()
+			sys.stop(log)
+			return nil
 		case <-watchdog:
 			sdNotify("WATCHDOG=1")
 		case <-statusTick.C:
@@ -143,6 +150,20 @@ func serve(cmd string, args []string, base gateway.Config, srv *gateway.Server, 
 			}
 		}
 	}
+}
+
+// serveDaemon runs a process without a gateway (the route daemon) until
+// SIGINT or SIGTERM.
+func serveDaemon(sys *system, log *slog.Logger) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	sdNotify("READY=1\nSTATUS=route daemon serving")
+	s := <-sig
+	log.Info("shutting down", "signal", s.String())
+	sdNotify("STOPPING=1")
+	sys.stop(log)
+	return nil
 }
 
 // reload re-reads the configuration (file, environment, flags) and applies

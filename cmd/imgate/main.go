@@ -1,7 +1,8 @@
 // Command imgate is the gateway appliance: one binary, several roles.
 //
-//	imgate all       gateway with everything on one node (the default setup)
-//	imgate gateway   the connection gateway alone
+//	imgate all       everything on one node: gateway, embedded NATS, route daemon, echo backend
+//	imgate gateway   the connection gateway (a cluster node with --nats)
+//	imgate route     the route daemon (SVIDs to HTTP backends, push API)
 //	imgate token     mint a client token
 //	imgate config    check a configuration file
 //	imgate version   print the version
@@ -28,7 +29,7 @@ func main() {
 	cmd, args := os.Args[1], os.Args[2:]
 	var err error
 	switch cmd {
-	case "all", "gateway":
+	case "all", "gateway", "route":
 		err = runGateway(cmd, args)
 	case "token":
 		err = runToken(args)
@@ -56,8 +57,9 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage: imgate <command> [flags]
 
 commands:
-  all       run the single-node system (gateway; SVID 1 echoes)
-  gateway   run the connection gateway
+  all       run the single-node system: gateway, embedded NATS, route daemon; SVID 1 echoes
+  gateway   run the connection gateway; with --nats, as a node of a cluster
+  route     run the route daemon: SVIDs bridged to HTTP endpoints, push API
   token     mint a client token: imgate token --uid alice [--device phone] [--ttl 24h]
   config    check a configuration file: imgate config check /etc/imgate/imgate.toml
   version   print the version
@@ -67,36 +69,36 @@ Run 'imgate <command> -h' for the command's flags.
 }
 
 func runGateway(cmd string, args []string) error {
-	base := gateway.DefaultConfig()
-	if cmd == "all" {
-		// Until the route daemon lands, the single-node system answers SVID 1
-		// itself, so a new user sees a round trip without writing a backend.
-		base.EchoSVID = 1
-	}
-	cfg, level, err := loadConfig(cmd, args, base)
+	o, err := loadOptions(cmd, args, options{Gateway: gateway.DefaultConfig(), Cluster: defaultClusterConfig(), Route: defaultRouteConfig()})
 	if err != nil {
 		return err
 	}
-	log, lv, err := newLogger(args, level)
+	log, lv, err := newLogger(args, o.LogLevel)
 	if err != nil {
 		return err
 	}
 	slog.SetDefault(log)
 	gateway.Version = version
 
-	srv, err := gateway.New(cfg, log)
+	sys, err := startSystem(cmd, o, log)
 	if err != nil {
 		return err
 	}
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	printBanner(srv)
+	printBanner(sys)
 
-	return serve(cmd, args, base, srv, log, lv)
+	return serve(cmd, args, sys, log, lv)
 }
 
-func printBanner(srv *gateway.Server) {
+func printBanner(sys *system) {
+	if sys.srv == nil {
+		fmt.Printf("imgate %s route daemon is up\n", version)
+		fmt.Printf("  nats     %s\n", sys.natsURL)
+		if a := sys.daemon.HTTPAddr(); a != "" {
+			fmt.Printf("  http     http://%s  (/push/* /kick /room/* /svids /healthz)\n", a)
+		}
+		return
+	}
+	srv := sys.srv
 	cfg := srv.Config()
 	fmt.Printf("imgate %s node %q is up\n", version, cfg.NodeID)
 	for _, l := range srv.Listeners() {
@@ -106,7 +108,17 @@ func printBanner(srv *gateway.Server) {
 		fmt.Printf("  admin    redis-cli -h %s -p %s\n", hostOf(a), portOf(a))
 	}
 	if a := srv.HTTPAddr(); a != "" {
-		fmt.Printf("  http     http://%s  (/count /room /session /push/* /metrics /healthz)\n", a)
+		fmt.Printf("  http     http://%s  (/count /room /session /push/* /cluster/* /metrics /healthz)\n", a)
+	}
+	if sys.natsURL != "" {
+		what := "external cluster"
+		if sys.embedded != nil {
+			what = "embedded, JetStream under " + cfg.DataDir + "/nats"
+		}
+		fmt.Printf("  nats     %s  (%s)\n", sys.natsURL, what)
+	}
+	if sys.daemon != nil && sys.daemon.HTTPAddr() != "" {
+		fmt.Printf("  route    http://%s  (/push/* /svids: push and backends over the bus)\n", sys.daemon.HTTPAddr())
 	}
 	fmt.Printf("  token    bin/imgate token --uid alice --data %s\n", cfg.DataDir)
 	for _, l := range srv.Listeners() {
