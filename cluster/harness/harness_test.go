@@ -241,24 +241,35 @@ func testSVID(t *testing.T, c *Cluster, gws []*Gateway) {
 	if served["echo-1"] < 10 || served["echo-2"] < 10 {
 		t.Fatalf("not balanced over two backends: %v", served)
 	}
+	// A request sent in the instant after the kill may still be routed to
+	// the dead backend (NATS servers learn of the lost interest over their
+	// routes a moment later): it times out, the client sees TIMEOUT.
+	// Anything sent after that window must be served by the survivor.
+	killed := time.Now()
 	e1.Kill()
 	after := map[string]int{}
+	var lost []string
 	for i := range 100 {
+		sent := time.Now()
 		reply, err := m.Request(ctx, 2, []byte(strconv.Itoa(i)))
 		if err != nil {
-			t.Fatalf("request %d after echo-1 was killed: %v", i, err)
+			if sent.Sub(killed) > 500*time.Millisecond {
+				t.Fatalf("request %d, %v after echo-1 was killed: %v", i, sent.Sub(killed), err)
+			}
+			lost = append(lost, err.Error())
+			continue
 		}
 		name, _, _ := strings.Cut(string(reply), ":")
 		after[name]++
 	}
-	if after["echo-2"] != 100 {
+	if after["echo-2"] != 100-len(lost) {
 		t.Fatalf("after the kill: %v", after)
 	}
 	_, err = m.Request(ctx, 99, []byte("x"))
 	if err == nil || !strings.Contains(err.Error(), "NO_HANDLER") {
 		t.Fatalf("svid without backend: %v", err)
 	}
-	t.Logf("before the kill %v; after SIGKILL of echo-1: %v, no request failed", served, after)
+	t.Logf("before the kill %v; after SIGKILL of echo-1: %v; requests lost in the instant of the kill: %d %q", served, after, len(lost), lost)
 }
 
 // Killing one NATS server during steady traffic loses no message for
