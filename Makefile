@@ -44,6 +44,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseBodies -fuzztime $(FUZZTIME) -parallel 1 ./proto
 	$(GO) test -run '^$$' -fuzz FuzzStreamCodec -fuzztime $(FUZZTIME) -parallel 1 ./transport
 	$(GO) test -run '^$$' -fuzz FuzzWebSocketCodec -fuzztime $(FUZZTIME) -parallel 1 ./transport
+	$(GO) test -run '^$$' -fuzz FuzzToken -fuzztime $(FUZZTIME) -parallel 1 ./cluster
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
