@@ -2,7 +2,12 @@
 // room fan-out, group-chat rooms, unicast pushes and connection storms, each
 // next to a raw-writer floor and a real nats-server measured in the same run.
 //
-//	imgate-bench [all|idle|fanout|rooms|unicast|storm] [flags]
+//	imgate-bench [all|idle|fanout|rooms|unicast|storm|cluster] [flags]
+//
+// cluster runs three gateway processes on a three-server NATS cluster on this
+// machine (cluster/harness): cross-node fan-out against one node, SVID
+// requests over NATS and over the route daemon's HTTP bridge, and the
+// registry's writes during a login storm.
 //
 // By default it starts bin/imgate and bin/nats-server itself (local mode) and
 // reads their CPU and memory from /proc. With --target-tcp and friends it
@@ -27,21 +32,24 @@ import (
 )
 
 type options struct {
-	gatewayBin   string
-	natsBin      string
-	remote       load.Target // set when --target-tcp is given
-	keyFile      string
-	src          string
-	out          string
-	members      int
-	small        int
-	sizes        []int
-	idleKinds    []string
-	stepTime     time.Duration
-	perGenerator int
-	maxRate      float64
-	nats         bool
-	floor        bool
+	gatewayBin     string
+	natsBin        string
+	remote         load.Target // set when --target-tcp is given
+	keyFile        string
+	src            string
+	out            string
+	members        int
+	small          int
+	sizes          []int
+	idleKinds      []string
+	stepTime       time.Duration
+	perGenerator   int
+	maxRate        float64
+	nats           bool
+	floor          bool
+	echoBin        string
+	clusterMembers int
+	clusterRate    float64
 }
 
 func main() {
@@ -79,6 +87,9 @@ func main() {
 	fs.Float64Var(&o.maxRate, "max-rate", 4000, "highest publish rate a ramp tries")
 	fs.IntVar(&o.perGenerator, "per-generator", 18000, "connections one load process holds; more are spread over child generator processes")
 	fs.BoolVar(&o.nats, "nats", true, "measure the nats-server baseline")
+	fs.StringVar(&o.echoBin, "echo-bin", "bin/imgate-echo", "sample backend for the cluster scenario")
+	fs.IntVar(&o.clusterMembers, "cluster-members", 6000, "room members spread over the 3 nodes of the cluster fan-out")
+	fs.Float64Var(&o.clusterRate, "cluster-rate", 20, "publish rate of the cluster fan-out (msg/s)")
 	fs.BoolVar(&o.floor, "floor", true, "measure the raw-writer floor")
 	fs.Parse(args)
 	o.idleKinds = strings.Split(*idleKinds, ",")
@@ -92,11 +103,12 @@ func main() {
 	defer b.close()
 	scenarios := map[string]func() error{
 		"idle": b.idle, "fanout": b.fanout, "rooms": b.rooms, "unicast": b.unicast, "storm": b.storm,
+		"cluster": b.cluster,
 	}
-	order := []string{"idle", "storm", "fanout", "rooms", "unicast"}
+	order := []string{"idle", "storm", "fanout", "rooms", "unicast", "cluster"}
 	if cmd != "all" {
 		if _, ok := scenarios[cmd]; !ok {
-			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm)\n", cmd)
+			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm, cluster)\n", cmd)
 			os.Exit(2)
 		}
 		order = []string{cmd}
