@@ -147,7 +147,7 @@ func (l *liveness) run(stop <-chan struct{}) {
 
 // reap removes dead incarnations.
 func (l *liveness) reap(now time.Time) {
-	ctx, cancel := context.WithTimeout(context.Background(), l.n.cfg.Liveness)
+	ctx, cancel := context.WithTimeout(l.n.ctx, l.n.cfg.Liveness)
 	defer cancel()
 	r := l.n.registry
 	r.checkSelf(ctx)

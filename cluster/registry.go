@@ -187,7 +187,7 @@ func (r *registry) run(stop <-chan struct{}) {
 	order := make([]string, 0, registryBatch)
 	for {
 		if r.b.Load() == nil && r.n.nc.IsConnected() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(r.n.ctx, 10*time.Second)
 			err := r.open(ctx)
 			if err == nil {
 				err = r.purgePrevious(ctx)
@@ -332,7 +332,7 @@ func (r *registry) resynchronise() error {
 		want[r.key(x.UID(), x.ID())] = r.entry(x)
 		return true
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(r.n.ctx, 30*time.Second)
 	defer cancel()
 	fail := func(err error) error { r.resync.Store(true); return err }
 	if err := r.putNode(ctx); err != nil {
