@@ -43,8 +43,8 @@ type Node struct {
 	ctx    context.Context // ends at Close: bounds bus calls in flight
 	cancel context.CancelFunc
 	stop   chan struct{}
-	wg    sync.WaitGroup
-	once  sync.Once
+	wg     sync.WaitGroup
+	once   sync.Once
 }
 
 type nodeStats struct {
