@@ -378,6 +378,16 @@ func (b *bench) clusterStorm(c *harness.Cluster) error {
 	for _, g := range c.Gateways {
 		targets = append(targets, targetOf(c, g))
 	}
+	gws, natsPids := c.Pids()
+	rss := func(pids []int) int64 {
+		var sum int64
+		for _, p := range pids {
+			v, _ := baseline.RSS(p)
+			sum += v
+		}
+		return sum
+	}
+	gwRSS0, natsRSS0 := rss(gws), rss(natsPids)
 	w0 := registryWrites(c)
 	start := time.Now()
 	var peak float64
@@ -424,7 +434,16 @@ func (b *bench) clusterStorm(c *harness.Cluster) error {
 	if allIn == 0 {
 		return fmt.Errorf("registry writes: %.0f of %d after 60s", registryWrites(c)-w0, n)
 	}
+	// What an idle connection of a cluster node costs: its session, its
+	// user's two bus subscriptions, its registry entry (the gateways), and
+	// the subscriptions' share of the NATS servers.
+	time.Sleep(2 * time.Second)
+	gwPer := float64(rss(gws)-gwRSS0) / float64(n)
+	natsPer := float64(rss(natsPids)-natsRSS0) / float64(n)
 	r := b.results
+	r.Set("cluster_idle_gateway_bytes_per_conn", gwPer)
+	r.Set("cluster_idle_nats_bytes_per_conn", natsPer)
+	b.progress.Done("after the storm: gateway RSS +%.0f bytes per connection, nats-servers +%.0f", gwPer, natsPer)
 	r.Set("registry_writes_per_s", float64(n)/allIn.Seconds())
 	r.Set("registry_writes_peak_per_s", peak)
 	r.Set("registry_storm_logins_per_s", float64(n)/lastAuth.Seconds())
