@@ -37,7 +37,7 @@ test-short:
 # SVG charts), then the micro-benchmarks.
 bench: build
 	$(BIN)/imgate-bench all --out bench/out
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./proto ./broadcast ./gateway
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./proto ./broadcast ./gateway ./cluster
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) -parallel 1 ./proto
