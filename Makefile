@@ -46,7 +46,7 @@ test-short:
 # SVG charts), then the micro-benchmarks.
 bench: build
 	$(BIN)/imgate-bench all --out bench/out
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./proto ./broadcast ./gateway
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./proto ./broadcast ./gateway ./cluster
 
 # Past the descriptor limit: 50,000 KCP sessions and 50,000 QUIC connections
 # on one gateway process at once, then room pushes to each and to all.
@@ -67,6 +67,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzWebSocketCodec -fuzztime $(FUZZTIME) -parallel 1 ./transport
 	$(GO) test -run '^$$' -fuzz FuzzKCPDatagram -fuzztime $(FUZZTIME) -parallel 1 ./transport
 	$(GO) test -run '^$$' -fuzz FuzzInput -fuzztime $(FUZZTIME) -parallel 1 ./transport/arq
+	$(GO) test -run '^$$' -fuzz FuzzToken -fuzztime $(FUZZTIME) -parallel 1 ./cluster
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

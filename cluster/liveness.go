@@ -46,6 +46,7 @@ type liveness struct {
 	subs      []*nats.Subscription
 	reaped    uint64
 	seen      map[string]time.Time // when a bucket key was first listed here
+	dupWarned time.Time
 }
 
 func newLiveness(n *Node) *liveness {
@@ -73,6 +74,19 @@ func (l *liveness) onHeartbeat(m *nats.Msg) {
 	k := incarnation(st.Node, st.Boot)
 	if k == incarnation(l.n.cfg.NodeID, l.n.boot) {
 		return
+	}
+	if st.Node == l.n.cfg.NodeID && !st.Bye && time.Since(l.started) > l.n.cfg.Liveness {
+		// Another live process uses this node id: each would take the
+		// other's registry entries for leftovers of a previous life.
+		l.mu.Lock()
+		warn := time.Since(l.dupWarned) > time.Minute
+		if warn {
+			l.dupWarned = time.Now()
+		}
+		l.mu.Unlock()
+		if warn {
+			l.n.log.Error("cluster: another live node uses this node id; give every node its own node_id", "other_boot", st.Boot)
+		}
 	}
 	st.Heard = time.Now()
 	l.mu.Lock()
@@ -147,7 +161,7 @@ func (l *liveness) run(stop <-chan struct{}) {
 
 // reap removes dead incarnations.
 func (l *liveness) reap(now time.Time) {
-	ctx, cancel := context.WithTimeout(context.Background(), l.n.cfg.Liveness)
+	ctx, cancel := context.WithTimeout(l.n.ctx, l.n.cfg.Liveness)
 	defer cancel()
 	r := l.n.registry
 	r.checkSelf(ctx)

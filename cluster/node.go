@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -38,10 +39,12 @@ type Node struct {
 	live     *liveness
 	subs     []*nats.Subscription
 
-	stats nodeStats
-	stop  chan struct{}
-	wg    sync.WaitGroup
-	once  sync.Once
+	stats  nodeStats
+	ctx    context.Context // ends at Close: bounds bus calls in flight
+	cancel context.CancelFunc
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
 }
 
 type nodeStats struct {
@@ -86,6 +89,7 @@ func Attach(srv *gateway.Server, paths *Paths, cfg Config, log *slog.Logger) (*N
 		dedup:      newDedup(),
 		stop:       make(chan struct{}),
 	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	for range paths.Conns() {
 		n.inbound = append(n.inbound, make(chan *nats.Msg, cfg.InboundQueue))
 	}
@@ -142,6 +146,7 @@ func (n *Node) Close() error {
 	n.once.Do(func() {
 		n.live.goodbye()
 		n.registry.purgeSelf()
+		n.cancel()
 		close(n.stop)
 		n.wg.Wait()
 		for _, s := range n.subs {

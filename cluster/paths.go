@@ -80,6 +80,12 @@ func NewPaths(log *slog.Logger, conns ...*nats.Conn) *Paths {
 		p.wg.Add(1)
 		go p.watch(i, nc, ch)
 	}
+	for i := range conns {
+		if p.up[i] {
+			p.active = i
+			break
+		}
+	}
 	if len(conns) > 1 {
 		p.wg.Add(1)
 		go p.keepApart()
@@ -157,6 +163,9 @@ func (p *Paths) watch(i int, nc *nats.Conn, ch chan nats.Status) {
 			p.up[i] = up
 			if up && changed {
 				p.upSince[i] = time.Now()
+			}
+			if up && !p.up[p.active] {
+				p.active = i // publishes were going nowhere
 			}
 			if !up && p.active == i {
 				for j := range p.conns {

@@ -49,6 +49,9 @@ const registryQueue = 1 << 16
 // registryBatch bounds the ops written before one wait for acks.
 const registryBatch = 4096
 
+// ackWait bounds the wait for a batch's acknowledgements.
+const ackWait = 3 * time.Second
+
 // purgeMarkerTTL is how long a removed entry's purge marker stays (it lets
 // watchers see the removal; the TTL keeps markers from piling up).
 const purgeMarkerTTL = time.Minute
@@ -148,6 +151,7 @@ func (r *registry) replicas() int {
 func (r *registry) open(ctx context.Context) error {
 	js, err := jetstream.New(r.n.nc,
 		jetstream.WithPublishAsyncMaxPending(registryBatch),
+		jetstream.WithPublishAsyncTimeout(ackWait),
 		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { r.failed.Add(1) }))
 	if err != nil {
 		return err
@@ -187,7 +191,7 @@ func (r *registry) run(stop <-chan struct{}) {
 	order := make([]string, 0, registryBatch)
 	for {
 		if r.b.Load() == nil && r.n.nc.IsConnected() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(r.n.ctx, 10*time.Second)
 			err := r.open(ctx)
 			if err == nil {
 				err = r.purgePrevious(ctx)
@@ -261,10 +265,14 @@ func (r *registry) write(keys []string, values map[string][]byte) {
 		}
 		sent++
 	}
+	// No ack at all means the stream has no leader (a NATS server died and
+	// JetStream is electing another, which takes seconds): give up soon and
+	// resynchronise once it answers again.
 	select {
 	case <-r.b.Load().js.PublishAsyncComplete():
-	case <-time.After(10 * time.Second):
+	case <-time.After(ackWait + time.Second):
 		r.failed.Add(1)
+		r.b.Load().js.CleanupPublisher() // drop what will never be acknowledged
 	}
 	failed := r.failed.Load()
 	r.writes.Add(uint64(sent) - min(failed, uint64(sent)))
@@ -332,7 +340,9 @@ func (r *registry) resynchronise() error {
 		want[r.key(x.UID(), x.ID())] = r.entry(x)
 		return true
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Short: while JetStream elects a new leader for the bucket, calls can
+	// hang; the next tick tries again.
+	ctx, cancel := context.WithTimeout(r.n.ctx, 5*time.Second)
 	defer cancel()
 	fail := func(err error) error { r.resync.Store(true); return err }
 	if err := r.putNode(ctx); err != nil {

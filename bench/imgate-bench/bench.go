@@ -280,6 +280,10 @@ func (b *bench) addCDF(series ...report.Series) {
 			scenario = "rooms"
 		case strings.Contains(s.Name, "unicast"):
 			scenario = "unicast"
+		case strings.Contains(s.Name, "svid"):
+			scenario = "svid"
+		case strings.Contains(s.Name, "node"):
+			scenario = "cluster"
 		}
 		b.charts.cdf[scenario] = append(b.charts.cdf[scenario], s)
 	}

@@ -2,7 +2,12 @@
 // room fan-out, group-chat rooms, unicast pushes and connection storms, each
 // next to a raw-writer floor and a real nats-server measured in the same run.
 //
-//	imgate-bench [all|idle|fanout|rooms|unicast|storm|baddata|udpscale|weaknet] [flags]
+//	imgate-bench [all|idle|fanout|rooms|unicast|storm|baddata|udpscale|weaknet|cluster] [flags]
+//
+// cluster runs three gateway processes on a three-server NATS cluster on this
+// machine (cluster/harness): cross-node fan-out against one node, SVID
+// requests over NATS and over the route daemon's HTTP bridge, and the
+// registry's writes during a login storm.
 //
 // By default it starts bin/imgate and bin/nats-server itself (local mode) and
 // reads their CPU and memory from /proc. With --target-tcp and friends it
@@ -31,30 +36,33 @@ import (
 )
 
 type options struct {
-	gatewayBin   string
-	natsBin      string
-	remote       load.Target // set when --target-tcp is given
-	keyFile      string
-	src          string
-	out          string
-	members      int
-	small        int
-	sizes        []int
-	idleKinds    []string
-	stepTime     time.Duration
-	perGenerator int
-	maxRate      float64
-	nats         bool
-	floor        bool
-	udpMembers   int
-	udpMessages  int
-	udpQUICEvery time.Duration
-	kcpPreset    string
-	weaknet      weaknetOptions
-	badTargets   []string // UDP listener URLs for baddata (quic://, kcp://)
-	badN         int
-	badRate      float64
-	quicMembers  int // fanout over QUIC: members (0: skip)
+	gatewayBin     string
+	natsBin        string
+	remote         load.Target // set when --target-tcp is given
+	keyFile        string
+	src            string
+	out            string
+	members        int
+	small          int
+	sizes          []int
+	idleKinds      []string
+	stepTime       time.Duration
+	perGenerator   int
+	maxRate        float64
+	nats           bool
+	floor          bool
+	udpMembers     int
+	udpMessages    int
+	udpQUICEvery   time.Duration
+	kcpPreset      string
+	weaknet        weaknetOptions
+	badTargets     []string // UDP listener URLs for baddata (quic://, kcp://)
+	badN           int
+	badRate        float64
+	quicMembers    int // fanout over QUIC: members (0: skip)
+	echoBin        string
+	clusterMembers int
+	clusterRate    float64
 }
 
 func main() {
@@ -102,6 +110,9 @@ func main() {
 	fs.Float64Var(&o.maxRate, "max-rate", 4000, "highest publish rate a ramp tries")
 	fs.IntVar(&o.perGenerator, "per-generator", 18000, "connections one load process holds; more are spread over child generator processes")
 	fs.BoolVar(&o.nats, "nats", true, "measure the nats-server baseline")
+	fs.StringVar(&o.echoBin, "echo-bin", "bin/imgate-echo", "sample backend for the cluster scenario")
+	fs.IntVar(&o.clusterMembers, "cluster-members", 6000, "room members spread over the 3 nodes of the cluster fan-out")
+	fs.Float64Var(&o.clusterRate, "cluster-rate", 20, "publish rate of the cluster fan-out (msg/s)")
 	fs.BoolVar(&o.floor, "floor", true, "measure the raw-writer floor")
 	fs.StringVar(&o.weaknet.netemBin, "netem-bin", "bin/imgate-netem", "weaknet: the impairment shim binary")
 	fs.StringVar(&o.weaknet.transports, "weaknet-transports", "tcp,ws,quic,kcp-normal,kcp-fast,kcp-weak,kcp-weak-fec", "weaknet: transports, by name or name=URL with {gw} for the gateway address")
@@ -130,13 +141,14 @@ func main() {
 	defer b.close()
 	scenarios := map[string]func() error{
 		"idle": b.idle, "fanout": b.fanout, "rooms": b.rooms, "unicast": b.unicast, "storm": b.storm, "baddata": b.baddata,
+		"cluster":  b.cluster,
 		"udpscale": b.udpScale, // not in all: its own make target (bench-udp-scale)
 		"weaknet":  b.weaknet,  // not in all: root and network namespaces (bench-weaknet)
 	}
-	order := []string{"idle", "storm", "fanout", "rooms", "unicast", "baddata"}
+	order := []string{"idle", "storm", "fanout", "rooms", "unicast", "baddata", "cluster"}
 	if cmd != "all" {
 		if _, ok := scenarios[cmd]; !ok {
-			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm, baddata, udpscale, weaknet)\n", cmd)
+			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm, baddata, udpscale, weaknet, cluster)\n", cmd)
 			os.Exit(2)
 		}
 		order = []string{cmd}

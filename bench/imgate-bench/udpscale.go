@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"imgate/bench/load"
-	"imgate/bench/report"
 )
 
 // udpscale: past the descriptor limit. One gateway process holds N KCP
@@ -114,80 +113,10 @@ func (b *bench) udpScale() error {
 	return nil
 }
 
-// multiReceivers is several receiver sets seen as one (a room spanning
-// them): counts add up, latencies merge.
-type multiReceivers []receivers
-
-func (m multiReceivers) Begin(first uint64) {
-	for _, r := range m {
-		r.Begin(first)
-	}
-}
-
-func (m multiReceivers) Received() (n int64) {
-	for _, r := range m {
-		n += r.Received()
-	}
-	return n
-}
-
-func (m multiReceivers) WaitTotal(total int64, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for m.Received() < total {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
-}
-
-// ResultTotal splits the expectation evenly: every set holds the same
-// number of members here.
-func (m multiReceivers) ResultTotal(total int64) (o load.Outcome) {
-	for _, r := range m {
-		p := r.ResultTotal(total / int64(len(m)))
-		o.Expected += p.Expected
-		o.Received += p.Received
-		o.Lost += p.Lost
-		o.Duplicated += p.Duplicated
-		o.Reordered += p.Reordered
-	}
-	return o
-}
-
-func (m multiReceivers) Latency() *report.Histogram {
-	h := report.NewHistogram()
-	for _, r := range m {
-		h.Merge(r.Latency())
-	}
-	return h
-}
-
-func (m multiReceivers) AuthTime() *report.Histogram {
-	h := report.NewHistogram()
-	for _, r := range m {
-		h.Merge(r.AuthTime())
-	}
-	return h
-}
-
-func (m multiReceivers) Dropped() (n int64) {
-	for _, r := range m {
-		n += r.Dropped()
-	}
-	return n
-}
-
+// Redials adds up the sets' redials (multiReceivers is in cluster.go).
 func (m multiReceivers) Redials() (n int64) {
 	for _, r := range m {
 		n += r.Redials()
 	}
 	return n
-}
-
-func (m multiReceivers) Close() {
-	for _, r := range m {
-		r.Close()
-	}
 }

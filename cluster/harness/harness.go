@@ -451,3 +451,87 @@ func Wait(timeout time.Duration, cond func() bool) error {
 	}
 	return nil
 }
+
+// StartHTTPEcho starts imgate-echo's HTTP endpoint and returns its URL.
+func (c *Cluster) StartHTTPEcho(name string) (*Proc, string, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, "", err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p, err := start(name, filepath.Join(c.Dir, name+".log"), c.Bin.Echo, "--http", addr, "--name", name)
+	if err != nil {
+		return nil, "", err
+	}
+	c.track(p)
+	c.Backends = append(c.Backends, p)
+	if err := Wait(10*time.Second, func() bool {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
+			conn.Close()
+		}
+		return err == nil
+	}); err != nil {
+		return p, "", fmt.Errorf("%s did not listen\n%s", name, p.Tail(20))
+	}
+	return p, "http://" + addr + "/", nil
+}
+
+// Route is a route daemon process.
+type Route struct {
+	*Proc
+	HTTP int
+}
+
+// StartRoute starts `imgate route` on the NATS cluster with bridges given
+// as TOML [[route.svid]] tables, and waits for its /healthz.
+func (c *Cluster) StartRoute(name string, bridges ...string) (*Route, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	var urls []string
+	for _, u := range c.NATSURLs() {
+		urls = append(urls, fmt.Sprintf("%q", u))
+	}
+	conf := fmt.Sprintf("[cluster]\nnats = [%s]\n\n[route]\nhttp_addr = \"127.0.0.1:%d\"\ninstance = %q\n\n%s\n",
+		strings.Join(urls, ", "), port, name, strings.Join(bridges, "\n"))
+	path := filepath.Join(c.Dir, name+".toml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := start(name, filepath.Join(c.Dir, name+".log"), c.Bin.Imgate, "route", "--config", path, "--data", filepath.Join(c.Dir, name), "--log-level", "warn")
+	if err != nil {
+		return nil, err
+	}
+	c.track(p)
+	r := &Route{Proc: p, HTTP: port}
+	err = Wait(15*time.Second, func() bool {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if err != nil {
+		return r, fmt.Errorf("route daemon %s not healthy\n%s", name, p.Tail(20))
+	}
+	return r, nil
+}
+
+// Pids are the process ids of the gateways and of the NATS servers that
+// still run (for CPU accounting).
+func (c *Cluster) Pids() (gateways, natsServers []int) {
+	for _, g := range c.Gateways {
+		if !g.Exited() {
+			gateways = append(gateways, g.Pid())
+		}
+	}
+	for _, n := range c.NATS {
+		if !n.Exited() {
+			natsServers = append(natsServers, n.Pid())
+		}
+	}
+	return gateways, natsServers
+}

@@ -241,24 +241,35 @@ func testSVID(t *testing.T, c *Cluster, gws []*Gateway) {
 	if served["echo-1"] < 10 || served["echo-2"] < 10 {
 		t.Fatalf("not balanced over two backends: %v", served)
 	}
+	// A request sent in the instant after the kill may still be routed to
+	// the dead backend (NATS servers learn of the lost interest over their
+	// routes a moment later): it times out, the client sees TIMEOUT.
+	// Anything sent after that window must be served by the survivor.
+	killed := time.Now()
 	e1.Kill()
 	after := map[string]int{}
+	var lost []string
 	for i := range 100 {
+		sent := time.Now()
 		reply, err := m.Request(ctx, 2, []byte(strconv.Itoa(i)))
 		if err != nil {
-			t.Fatalf("request %d after echo-1 was killed: %v", i, err)
+			if sent.Sub(killed) > 500*time.Millisecond {
+				t.Fatalf("request %d, %v after echo-1 was killed: %v", i, sent.Sub(killed), err)
+			}
+			lost = append(lost, err.Error())
+			continue
 		}
 		name, _, _ := strings.Cut(string(reply), ":")
 		after[name]++
 	}
-	if after["echo-2"] != 100 {
+	if after["echo-2"] != 100-len(lost) {
 		t.Fatalf("after the kill: %v", after)
 	}
 	_, err = m.Request(ctx, 99, []byte("x"))
 	if err == nil || !strings.Contains(err.Error(), "NO_HANDLER") {
 		t.Fatalf("svid without backend: %v", err)
 	}
-	t.Logf("before the kill %v; after SIGKILL of echo-1: %v, no request failed", served, after)
+	t.Logf("before the kill %v; after SIGKILL of echo-1: %v; requests lost in the instant of the kill: %d %q", served, after, len(lost), lost)
 }
 
 // Killing one NATS server during steady traffic loses no message for
@@ -296,8 +307,10 @@ func testNATSNodeLoss(t *testing.T, c *Cluster, gws []*Gateway) {
 		}
 	}
 	const total = 1500
+	var killed time.Time
 	for i := range total {
 		if i == total/3 {
+			killed = time.Now()
 			victim.Kill()
 		}
 		payload := fmt.Sprintf("steady-%d %d", i, time.Now().UnixNano())
@@ -324,6 +337,29 @@ func testNATSNodeLoss(t *testing.T, c *Cluster, gws []*Gateway) {
 	}
 	t.Logf("killed %s (g2's server) at message %d; %d members x %d messages: none lost, none repeated, in order; deliveries delayed over 20ms: %d, over 100ms: %d (worst %v)",
 		victim.Name, total/3, len(ms), total, slowed, delayed, worst.Round(time.Millisecond))
+
+	// The registry (a JetStream KV with 3 replicas) keeps working on the
+	// two servers left: a login on every node is written and found.
+	var late []*member
+	for _, g := range gws {
+		late = append(late, connect(t, c, "after-"+g.ID, "phone", g))
+	}
+	err = Wait(30*time.Second, func() bool {
+		for _, g := range gws {
+			var out struct{ Sessions []cluster.Entry }
+			if gws[0].GetJSON("/cluster/user?uid=after-"+g.ID, &out) != nil || len(out.Sessions) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal("the registry did not record logins after the NATS server's loss")
+	}
+	t.Logf("registry writes and queries work on the 2 NATS servers left (%v after the kill)", time.Since(killed).Round(time.Millisecond))
+	for _, m := range late {
+		m.Close()
+	}
 }
 
 // SIGKILL of a gateway: its clients move to the others within a bound,
@@ -352,7 +388,9 @@ func testGatewayKill(t *testing.T, c *Cluster, gws []*Gateway) {
 		}
 		return out.Connections
 	}
-	if err := Wait(10*time.Second, func() bool { return regionCount("r3") == n }); err != nil {
+	// After the NATS server's loss in the previous subtest, JetStream may
+	// still be electing the registry stream's leader (seconds): allow it.
+	if err := Wait(30*time.Second, func() bool { return regionCount("r3") == n }); err != nil {
 		t.Fatalf("registry: %d entries in r3, want %d", regionCount("r3"), n)
 	}
 

@@ -45,6 +45,7 @@ type clusterFile struct {
 	RequestTimeout *duration `toml:"request_timeout"`
 	Replicas       *int      `toml:"kv_replicas"`
 	InboundQueue   *int      `toml:"inbound_queue"`
+	Paths          *int      `toml:"paths"`
 	Embedded       struct {
 		Listen        *string  `toml:"listen"`
 		StoreDir      *string  `toml:"store_dir"`
@@ -94,6 +95,7 @@ func loadClusterFile(path string, o *options) error {
 	setDur(&c.RequestTimeout, cf.RequestTimeout)
 	set(&c.Replicas, cf.Replicas)
 	set(&c.InboundQueue, cf.InboundQueue)
+	set(&c.Paths, cf.Paths)
 	e := &c.Embedded
 	set(&e.Listen, cf.Embedded.Listen)
 	set(&e.StoreDir, cf.Embedded.StoreDir)
@@ -164,6 +166,11 @@ var clusterSettings = []clusterSetting{
 	{"kv-replicas", "replicas of the registry's KV buckets (0: 3 on a 3+ server cluster, else 1)", func(o *options, v string) error {
 		n, err := strconv.Atoi(v)
 		o.Cluster.Replicas = n
+		return err
+	}},
+	{"nats-paths", "bus connections per node to an external cluster: 2 (default with 2+ servers) survives a NATS server's loss, 1 halves subscriptions", func(o *options, v string) error {
+		n, err := strconv.Atoi(v)
+		o.Cluster.Paths = n
 		return err
 	}},
 	{"route-http", "route daemon's push API address; empty disables", ostr(func(o *options) *string { return &o.Route.HTTPAddr })},
