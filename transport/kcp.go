@@ -209,17 +209,15 @@ func (s *kcpSession) output(buf []byte) {
 	s.sock.send(buf, kcpData, s.token, s.addr)
 }
 
-// soonest merges two "next timer" answers: soonest(a, ok)(b, ok2).
-func soonest(next uint32, busy bool) func(uint32, bool) (uint32, bool) {
-	return func(n2 uint32, b2 bool) (uint32, bool) {
-		switch {
-		case !b2:
-			return next, busy
-		case !busy || int32(n2-next) < 0:
-			return n2, true
-		}
-		return next, busy
+// flush runs the engine's flush and closes an FEC group that has waited
+// long enough; it returns when the session next needs a timer and whether
+// it needs one at all. Called with s.mu held.
+func (s *kcpSession) flush(now uint32) (next uint32, busy bool) {
+	next, busy = s.eng.Flush(now)
+	if due, open := s.flushFEC(now); open && (!busy || int32(due-next) < 0) {
+		next, busy = due, true
 	}
+	return next, busy
 }
 
 // flushFEC closes an FEC group that has waited a flush interval for more

@@ -210,7 +210,7 @@ func (c *kcpClientConn) input(segs []byte, _ netip.AddrPort) {
 	}
 	next, busy := uint32(0), false
 	if acked {
-		next, busy = c.eng.Flush(now)
+		next, busy = c.flush(now)
 	} else if c.eng.Owed() || c.fecOut != nil {
 		next, busy = now+uint32(c.sock.opts.ARQ.Interval), true
 	}
@@ -233,8 +233,7 @@ func (c *kcpClientConn) onTimer() {
 		return
 	}
 	now := arq.Clock()
-	next, busy := c.eng.Flush(now)
-	next, busy = soonest(next, busy)(c.flushFEC(now))
+	next, busy := c.flush(now)
 	dead := c.eng.Dead()
 	c.mu.Unlock()
 	if dead {
@@ -341,8 +340,7 @@ func (c *kcpClientConn) Write(p []byte) (int, error) {
 		k := min(room, len(p))
 		c.eng.Send(p[:k])
 		now := arq.Clock()
-		next, busy := c.eng.Flush(now)
-		next, busy = soonest(next, busy)(c.flushFEC(now))
+		next, busy := c.flush(now)
 		c.mu.Unlock()
 		if busy {
 			c.sock.timers.schedule(&c.kcpSession, next)

@@ -257,8 +257,7 @@ func (c *kcpConn) pump() {
 	closing := o.closing
 	o.mu.Unlock()
 	now := arq.Clock()
-	next, busy := c.eng.Flush(now)
-	next, busy = soonest(next, busy)(c.flushFEC(now))
+	next, busy := c.flush(now)
 	dead := c.eng.Dead()
 	done := closing && drained && c.eng.WaitSnd() == 0
 	c.mu.Unlock()
