@@ -12,6 +12,15 @@ type Config struct {
 	// node id. Region is the node's edge-room label. Default "default".
 	NodeID string
 	Region string
+	// AdvertiseHost is the address clients reach this node's listeners at
+	// (an IP for the smart-DNS responder's A/AAAA answers, or a name).
+	// Default: the listener's own address, or for a wildcard listener this
+	// host's first global unicast address (loopback when it has none).
+	AdvertiseHost string
+	// Capacity is the number of connections this node is sized for; a
+	// node's load, by which DNS and HTTPDNS order nodes, is its connections
+	// divided by it. Default 1,000,000.
+	Capacity int
 
 	// NATS lists the servers of an external NATS cluster
 	// (nats://host:4222, tls://...). Empty: connect to the embedded server.
@@ -74,6 +83,7 @@ type EmbeddedConfig struct {
 func DefaultConfig() Config {
 	return Config{
 		Region:         "default",
+		Capacity:       1_000_000,
 		Prefix:         DefaultPrefix,
 		Liveness:       3 * time.Second,
 		RequestTimeout: 5 * time.Second,
@@ -87,6 +97,9 @@ func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	if c.Region == "" {
 		c.Region = d.Region
+	}
+	if c.Capacity <= 0 {
+		c.Capacity = d.Capacity
 	}
 	if c.Prefix == "" {
 		c.Prefix = d.Prefix

@@ -32,13 +32,21 @@ type NodeStatus struct {
 	Users      int       `json:"users"`
 	Rooms      int       `json:"rooms"`
 	IntervalMS int64     `json:"interval_ms"`
+	// Draining: the node is leaving service; DNS and HTTPDNS skip it.
+	Draining bool `json:"draining,omitempty"`
+	// Endpoints are the client URLs of its listeners (tcp://ip:port, ...).
+	Endpoints []string `json:"endpoints,omitempty"`
+	// Load is connections over the node's configured capacity.
+	Load float64 `json:"load"`
 	Bye        bool      `json:"bye,omitempty"` // the node is stopping and has removed its entries
 	Heard      time.Time `json:"heard"`         // when this node last heard it (set by the listener)
 }
 
 type liveness struct {
-	n       *Node
-	started time.Time
+	n         *Node
+	started   time.Time
+	endpoints []string // set at Start
+	wake      chan struct{}
 
 	mu        sync.Mutex
 	peers     map[string]NodeStatus // by <node>.<boot> key
@@ -50,7 +58,7 @@ type liveness struct {
 }
 
 func newLiveness(n *Node) *liveness {
-	return &liveness{n: n, started: time.Now(), peers: make(map[string]NodeStatus), seen: make(map[string]time.Time)}
+	return &liveness{n: n, started: time.Now(), wake: make(chan struct{}, 1), peers: make(map[string]NodeStatus), seen: make(map[string]time.Time)}
 }
 
 func incarnation(node, boot string) string { return Token(node) + "." + boot }
@@ -110,6 +118,9 @@ func (l *liveness) status() NodeStatus {
 		Users:      users,
 		Rooms:      rooms,
 		IntervalMS: l.n.cfg.Liveness.Milliseconds(),
+		Draining:   l.n.srv.Draining(),
+		Endpoints:  l.endpoints,
+		Load:       float64(conns) / float64(l.n.cfg.Capacity),
 		Heard:      time.Now(),
 	}
 }
@@ -120,6 +131,16 @@ func (l *liveness) beat(bye bool) {
 	b, _ := json.Marshal(st)
 	_, nc := l.n.paths.Active()
 	_ = nc.Publish(l.n.subj.Heartbeat(l.n.cfg.NodeID), b)
+}
+
+// beatNow sends a heartbeat at once (the node began draining: the others,
+// DNS and HTTPDNS should stop handing it out now, not a third of an
+// interval later).
+func (l *liveness) beatNow() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
 }
 
 // goodbye tells the others this incarnation is leaving.
@@ -155,6 +176,7 @@ func (l *liveness) run(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
+		case <-l.wake:
 		}
 	}
 }

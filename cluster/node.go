@@ -127,6 +127,7 @@ func (n *Node) Start() error {
 		}
 		n.subs = append(n.subs, q)
 	}
+	n.live.endpoints = advertised(n.srv, n.cfg.AdvertiseHost)
 	if err := n.live.start(); err != nil {
 		return err
 	}
@@ -176,6 +177,9 @@ func (n *Node) SessionClosed(x *gateway.Session) {
 	}
 	n.registry.remove(x)
 }
+
+// NodeDraining: tell the cluster (and so DNS and HTTPDNS) at once.
+func (n *Node) NodeDraining() { n.live.beatNow() }
 
 func (n *Node) RoomJoined(room string, first bool, ready func()) {
 	n.interest.roomJoined(room, ready)

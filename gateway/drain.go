@@ -32,6 +32,9 @@ func (s *Server) Drain(period time.Duration) bool {
 		started = true
 		s.draining.Store(true)
 		s.log.Info("draining", "period", period)
+		if d, ok := s.observer.(DrainObserver); ok {
+			d.NodeDraining()
+		}
 		for _, l := range s.Listeners() {
 			if !l.Kind().Datagrams() {
 				l.Close()

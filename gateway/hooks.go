@@ -33,6 +33,12 @@ type Observer interface {
 	RoomLeft(room string, last bool)
 }
 
+// DrainObserver is an Observer that also hears when the node begins to
+// drain, so that the cluster learns it before the first client is closed.
+type DrainObserver interface {
+	NodeDraining()
+}
+
 // Relay carries pushes and kicks that this node's admin port or HTTP API
 // accepted to the other nodes of a cluster. The local delivery has already
 // happened when it is called; it must not block.

@@ -31,6 +31,8 @@ func defaultRouteConfig() route.Config     { return route.DefaultConfig() }
 // clusterFile is the [cluster] table.
 type clusterFile struct {
 	Region         *string   `toml:"region"`
+	AdvertiseHost  *string   `toml:"advertise_host"`
+	Capacity       *int      `toml:"capacity"`
 	NATS           []string  `toml:"nats"`
 	CredsFile      *string   `toml:"nats_creds"`
 	NKeyFile       *string   `toml:"nats_nkey"`
@@ -79,6 +81,8 @@ func loadClusterFile(path string, o *options) error {
 	}
 	cf, c := &f.Cluster, &o.Cluster
 	set(&c.Region, cf.Region)
+	set(&c.AdvertiseHost, cf.AdvertiseHost)
+	set(&c.Capacity, cf.Capacity)
 	if cf.NATS != nil {
 		c.NATS = cf.NATS
 	}
@@ -153,6 +157,12 @@ var clusterSettings = []clusterSetting{
 	{"nats-listen", "client address of the embedded NATS server (`all`)", ostr(func(o *options) *string { return &o.Cluster.Embedded.Listen })},
 	{"nats-prefix", "subject prefix and KV bucket prefix", ostr(func(o *options) *string { return &o.Cluster.Prefix })},
 	{"region", "this node's edge-room (region) label", ostr(func(o *options) *string { return &o.Cluster.Region })},
+	{"advertise-host", "address clients reach this node at (smart DNS answers with it)", ostr(func(o *options) *string { return &o.Cluster.AdvertiseHost })},
+	{"capacity", "connections this node is sized for (load = conns / capacity)", func(o *options, v string) error {
+		n, err := strconv.Atoi(v)
+		o.Cluster.Capacity = n
+		return err
+	}},
 	{"liveness", "a node silent this long is dead and its registry entries removed", func(o *options, v string) error {
 		d, err := time.ParseDuration(v)
 		o.Cluster.Liveness = d
