@@ -37,9 +37,9 @@ type NodeStatus struct {
 	// Endpoints are the client URLs of its listeners (tcp://ip:port, ...).
 	Endpoints []string `json:"endpoints,omitempty"`
 	// Load is connections over the node's configured capacity.
-	Load float64 `json:"load"`
-	Bye        bool      `json:"bye,omitempty"` // the node is stopping and has removed its entries
-	Heard      time.Time `json:"heard"`         // when this node last heard it (set by the listener)
+	Load  float64   `json:"load"`
+	Bye   bool      `json:"bye,omitempty"` // the node is stopping and has removed its entries
+	Heard time.Time `json:"heard"`         // when this node last heard it (set by the listener)
 }
 
 type liveness struct {
