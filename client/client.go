@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -190,6 +191,7 @@ type Client struct {
 	nextEndpoint int
 	backoff      backoff
 	refusedToken string // last token the server refused; not sent again
+	moved        bool   // the last session ended with SHUTDOWN: AUTH carries FlagMoved until one succeeds
 }
 
 // Dial connects and authenticates, trying each endpoint once in order, and
@@ -528,7 +530,8 @@ func (c *Client) supervise(s *session) {
 		c.state(StateDisconnected, cause)
 		// The endpoint that just failed goes to the back of the line.
 		c.nextEndpoint = (c.nextEndpoint + 1) % len(c.endpoints)
-		next, err := c.reconnect(draining(cause))
+		c.moved = draining(cause)
+		next, err := c.reconnect(c.moved)
 		if err != nil {
 			c.finish(err)
 			return
@@ -539,7 +542,9 @@ func (c *Client) supervise(s *session) {
 
 // draining reports a close with SHUTDOWN: the node is draining or going
 // away and has spread its closes over time itself, so the client goes to
-// the next endpoint at once instead of waiting out a backoff.
+// the next endpoint at once (after a jitter of up to a quarter of
+// BackoffMin) instead of waiting out a backoff, and says in its AUTH that
+// it moved, so that its new node claims the pushes the old one held.
 func draining(cause error) bool {
 	var pe *proto.Error
 	return errors.As(cause, &pe) && pe.Code == proto.CodeShutdown
@@ -553,7 +558,7 @@ func (c *Client) reconnect(now bool) (*session, error) {
 	for {
 		wait := c.backoff.next()
 		if now {
-			wait, now = 0, false
+			wait, now = rand.N(c.cfg.BackoffMin/4+1), false
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -569,6 +574,7 @@ func (c *Client) reconnect(now bool) (*session, error) {
 				return nil, err
 			}
 			c.backoff.reset()
+			c.moved = false
 			return s, nil
 		}
 		if c.ctx.Err() != nil {

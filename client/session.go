@@ -142,7 +142,11 @@ func (s *session) writeAuth(token string) error {
 	if size := proto.HeaderSize + len(token); size > s.c.cfg.MaxFrame {
 		return fmt.Errorf("%w: token of %d bytes", proto.ErrTooLarge, len(token))
 	}
-	return s.write(proto.Header{Op: proto.OpAuth}, []byte(token))
+	h := proto.Header{Op: proto.OpAuth}
+	if s.c.moved {
+		h.Flags = proto.FlagMoved
+	}
+	return s.write(h, []byte(token))
 }
 
 // authenticate sends AUTH (unless it went out already, pipelined) and reads

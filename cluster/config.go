@@ -63,6 +63,14 @@ type Config struct {
 	// second on another server so that losing a server loses no push; 1
 	// saves the duplicate traffic.
 	Paths int
+
+	// Handoff of a drained client's pushes to its next node (handoff.go):
+	// how long a draining node holds them for a claim (default 10s), how
+	// many bytes per device (default 256 KiB; the oldest go first), and how
+	// long the new node's claim waits for the answer (default 2s).
+	HandoffHold    time.Duration
+	HandoffBytes   int
+	HandoffTimeout time.Duration
 }
 
 // EmbeddedConfig configures the in-process NATS server.
@@ -89,6 +97,9 @@ func DefaultConfig() Config {
 		RequestTimeout: 5 * time.Second,
 		InboundQueue:   65536,
 		ReconnectWait:  250 * time.Millisecond,
+		HandoffHold:    10 * time.Second,
+		HandoffBytes:   256 << 10,
+		HandoffTimeout: 2 * time.Second,
 		Embedded:       EmbeddedConfig{Listen: "127.0.0.1:4222"},
 	}
 }
@@ -115,6 +126,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReconnectWait <= 0 {
 		c.ReconnectWait = d.ReconnectWait
+	}
+	if c.HandoffHold <= 0 {
+		c.HandoffHold = d.HandoffHold
+	}
+	if c.HandoffBytes <= 0 {
+		c.HandoffBytes = d.HandoffBytes
+	}
+	if c.HandoffTimeout <= 0 {
+		c.HandoffTimeout = d.HandoffTimeout
 	}
 	if c.Embedded.Listen == "" {
 		c.Embedded.Listen = d.Embedded.Listen

@@ -24,13 +24,22 @@ func (n *Node) deliver(m *nats.Msg, path int) {
 	if !n.paths.Trusted(path, now) {
 		return // the other path carries everything while this one recovers
 	}
-	if origin, seq := stamp(m); origin != "" {
-		if origin == n.pusher.Origin() || !n.dedup.first(origin, m.Subject, seq, now) {
-			n.stats.duplicates.Add(1)
-			return
+	origin, seq := stamp(m)
+	switch {
+	case origin == n.pusher.Origin() && origin != "":
+		n.stats.duplicates.Add(1)
+		return
+	case origin == "":
+		if active, _ := n.paths.Active(); path != active {
+			return // unstamped: only the active path can deliver it, once
 		}
-	} else if active, _ := n.paths.Active(); path != active {
-		return // unstamped: only the active path can deliver it, once
+	}
+	if n.handoff.stash(rest, m) {
+		return // a moved user's pushes wait for its handoff (handoff.go)
+	}
+	if origin != "" && !n.dedup.first(origin, m.Subject, seq, now) {
+		n.stats.duplicates.Add(1)
+		return
 	}
 	op := ""
 	if m.Header != nil {
@@ -52,7 +61,7 @@ func (n *Node) deliver(m *nats.Msg, path int) {
 		}
 		switch op {
 		case "":
-			n.srv.PushUser(uid, pushOf(m))
+			n.handoff.pushUser(uid, m, origin, seq)
 		case OpKick:
 			n.srv.Kick(uid, m.Header.Get(HeaderReason))
 		case OpJoin:

@@ -47,7 +47,17 @@ func newInterest(n *Node) *interest {
 
 // roomJoined is the gateway's RoomJoined.
 func (i *interest) roomJoined(room string, ready func()) {
-	k := interestKey{room: true, name: room}
+	i.want(interestKey{room: true, name: room}, ready)
+}
+
+// userOnline is called at auth; ready, when not nil, runs once the user's
+// subscription is confirmed.
+func (i *interest) userOnline(uid string, ready func()) {
+	i.want(interestKey{name: uid}, ready)
+}
+
+// want makes sure k is subscribed and calls ready (when not nil) once it is.
+func (i *interest) want(k interestKey, ready func()) {
 	i.mu.Lock()
 	s := i.subs[k]
 	if s != nil && s.ready {
@@ -64,18 +74,6 @@ func (i *interest) roomJoined(room string, ready func()) {
 	}
 	if ready != nil {
 		s.waiters = append(s.waiters, ready)
-	}
-	i.mu.Unlock()
-	i.kick()
-}
-
-// userOnline is called at auth.
-func (i *interest) userOnline(uid string) {
-	k := interestKey{name: uid}
-	i.mu.Lock()
-	if i.subs[k] == nil {
-		i.subs[k] = &interestSub{}
-		i.dirty[k] = struct{}{}
 	}
 	i.mu.Unlock()
 	i.kick()
@@ -100,7 +98,7 @@ func (i *interest) wanted(k interestKey) bool {
 	if k.room {
 		return i.n.srv.HasRoom(k.name)
 	}
-	return i.n.srv.HasUser(k.name)
+	return i.n.srv.HasUser(k.name) || i.n.handoff.hasHold(k.name)
 }
 
 // run reconciles dirty names until stop closes.

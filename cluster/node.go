@@ -36,6 +36,7 @@ type Node struct {
 	interest *interest
 	router   *router
 	registry *registry
+	handoff  *handoff
 	live     *liveness
 	subs     []*nats.Subscription
 
@@ -94,6 +95,7 @@ func Attach(srv *gateway.Server, paths *Paths, cfg Config, log *slog.Logger) (*N
 		n.inbound = append(n.inbound, make(chan *nats.Msg, cfg.InboundQueue))
 	}
 	n.interest = newInterest(n)
+	n.handoff = newHandoff(n)
 	n.registry = newRegistry(n)
 	n.live = newLiveness(n)
 	router, err := newRouter(n)
@@ -145,6 +147,8 @@ func (n *Node) Start() error {
 func (n *Node) Close() error {
 	var err error
 	n.once.Do(func() {
+		n.handoff.settle()
+		n.handoff.close()
 		n.live.goodbye()
 		n.registry.purgeSelf()
 		n.cancel()
@@ -167,7 +171,11 @@ func (n *Node) Boot() string { return n.boot }
 // Observer: gateway events feed the interest and the registry.
 
 func (n *Node) SessionAuthed(x *gateway.Session) {
-	n.interest.userOnline(x.UID())
+	if x.Moved() {
+		n.handoff.claim(x)
+	} else {
+		n.interest.userOnline(x.UID(), nil)
+	}
 	n.registry.put(x)
 }
 
@@ -178,8 +186,19 @@ func (n *Node) SessionClosed(x *gateway.Session) {
 	n.registry.remove(x)
 }
 
-// NodeDraining: tell the cluster (and so DNS and HTTPDNS) at once.
-func (n *Node) NodeDraining() { n.live.beatNow() }
+// NodeDraining: tell the cluster (and so DNS and HTTPDNS) at once, and
+// hold the pushes of the users it closes (handoff.go).
+func (n *Node) NodeDraining() {
+	if n.handoff.draining.Swap(true) {
+		return
+	}
+	n.live.beatNow()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.handoff.run(n.stop) }()
+}
+
+// DrainKick closes x with its pushes held for its next node.
+func (n *Node) DrainKick(x *gateway.Session, kick func()) { n.handoff.begin(x, kick) }
 
 func (n *Node) RoomJoined(room string, first bool, ready func()) {
 	n.interest.roomJoined(room, ready)

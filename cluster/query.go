@@ -253,6 +253,12 @@ func (n *Node) Info() map[string]any {
 		"registry_queue":       len(r.ops),
 		"registry_dropped_ops": r.dropped.Load(),
 		"nodes_reaped":         reaped,
+		"handoff_held":         n.handoff.held.Load(),
+		"handoff_claimed":      n.handoff.claimed.Load(),
+		"handoff_unclaimed":    n.handoff.unclaimed.Load(),
+		"handoff_expired":      n.handoff.expired.Load(),
+		"handoff_dropped":      n.handoff.dropped.Load(),
+		"handoff_delivered":    n.handoff.delivered.Load(),
 	}
 }
 

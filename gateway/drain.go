@@ -74,7 +74,12 @@ func (s *Server) drain(period time.Duration) {
 				return
 			}
 		}
-		x.Kick(proto.CodeShutdown, drainReason)
+		kick := func() { x.Kick(proto.CodeShutdown, drainReason) }
+		if d, ok := s.observer.(DrainObserver); ok && x.authed.Load() {
+			d.DrainKick(x, kick)
+		} else {
+			kick()
+		}
 	}
 	// Wait for the peers to go (their closes take up to the linger), or the
 	// end of the period.

@@ -33,10 +33,15 @@ type Observer interface {
 	RoomLeft(room string, last bool)
 }
 
-// DrainObserver is an Observer that also hears when the node begins to
-// drain, so that the cluster learns it before the first client is closed.
+// DrainObserver is an Observer that also hears about a drain: when it
+// begins, so that the cluster learns it before the first client is closed,
+// and at each client it closes. DrainKick must call kick exactly once, at
+// once; an observer that starts holding the user's pushes does so around
+// it, so that no push falls between the last one queued for the connection
+// and the first one held.
 type DrainObserver interface {
 	NodeDraining()
+	DrainKick(x *Session, kick func())
 }
 
 // Relay carries pushes and kicks that this node's admin port or HTTP API
@@ -153,6 +158,14 @@ func (s *Server) HasUser(uid string) bool {
 	n := len(sh.m[uid])
 	sh.mu.RUnlock()
 	return n > 0
+}
+
+// UserConns is the number of the user's connections on this node.
+func (s *Server) UserConns(uid string) int {
+	sh := s.reg.userShard(uid)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return len(sh.m[uid])
 }
 
 // HasRoom reports whether room has a member on this node.

@@ -37,6 +37,7 @@ func (s *Server) PushConn(id uint64, p proto.Push) bool {
 	if x == nil || !x.authed.Load() || s.checkPush(p) != nil {
 		return false
 	}
+	x.awaitGreeting()
 	f := broadcast.NewPush(0, p)
 	s.countOut(f, 1)
 	x.send(f)
@@ -62,6 +63,11 @@ func (s *Server) pushUsers(uids []string, p proto.Push) int {
 	var targets []*Session
 	for _, uid := range uids {
 		targets = s.reg.User(uid, targets)
+	}
+	// A session is in the user index a moment before its AUTH_OK is
+	// queued; a push must not overtake it.
+	for _, x := range targets {
+		x.awaitGreeting()
 	}
 	if len(targets) == 0 {
 		return 0

@@ -388,18 +388,34 @@ func (s *Server) authenticate(x *Session, f proto.Frame) error {
 		return pe
 	}
 	x.uid, x.device, x.allowed, x.since = claims.UID, claims.Device, claims.Rooms, time.Now()
+	x.moved = f.Flags&proto.FlagMoved != 0
 	// An AUTH in 0-RTT data may be a replay: it is answered at once (that is
 	// the point of 0-RTT), but it must not close the device's other session
 	// unless the handshake completes, which a replay never does.
 	ec, _ := x.conn.(transport.EarlyConn)
 	deferReplace := ec != nil && ec.Early()
+	// From addUser until AUTH_OK is queued, a user push that finds the
+	// session waits on greetMu (pushes.go), so nothing overtakes AUTH_OK;
+	// the observer (which may deliver held pushes at once) hears of the
+	// session after.
+	x.greetMu.Lock()
 	replaced, err := s.reg.addUser(x, int(s.maxConnsPerUser.Load()), deferReplace)
 	if err != nil {
+		x.greetMu.Unlock()
 		x.closeCode.Store(uint32(proto.CodeTooManyConns))
 		s.metrics.authFailures.WithLabelValues(proto.CodeTooManyConns.String()).Inc()
 		return err
 	}
 	x.authed.Store(true)
+	body := proto.AppendAuthOK(nil, proto.AuthOK{
+		ConnID:      x.id,
+		HeartbeatMS: uint32(s.cfg.HeartbeatInterval / time.Millisecond),
+		MaxFrame:    uint32(s.engine.Config().MaxFrame),
+		NodeID:      []byte(s.cfg.NodeID),
+	})
+	x.send(broadcast.NewFrame(proto.Header{Op: proto.OpAuthOK, Seq: f.Seq}, body))
+	x.greeted.Store(true)
+	x.greetMu.Unlock()
 	switch {
 	case replaced != nil && deferReplace:
 		go s.replaceAfterHandshake(ec, x, replaced)
@@ -411,13 +427,6 @@ func (s *Server) authenticate(x *Session, f proto.Frame) error {
 	if s.observer != nil {
 		s.observer.SessionAuthed(x)
 	}
-	body := proto.AppendAuthOK(nil, proto.AuthOK{
-		ConnID:      x.id,
-		HeartbeatMS: uint32(s.cfg.HeartbeatInterval / time.Millisecond),
-		MaxFrame:    uint32(s.engine.Config().MaxFrame),
-		NodeID:      []byte(s.cfg.NodeID),
-	})
-	x.send(broadcast.NewFrame(proto.Header{Op: proto.OpAuthOK, Seq: f.Seq}, body))
 	return nil
 }
 

@@ -26,7 +26,10 @@ type Session struct {
 	device  string
 	allowed []string // rooms the token allows; nil = any
 	since   time.Time
+	moved   bool // AUTH carried FlagMoved
 	authed  atomic.Bool
+	greeted atomic.Bool // AUTH_OK is queued
+	greetMu sync.Mutex  // held from the user index entry to AUTH_OK
 
 	lastSeen  atomic.Int64 // unix nanoseconds of the last inbound frame
 	closeCode atomic.Uint32
@@ -56,6 +59,19 @@ func (s *Session) Device() string {
 		return ""
 	}
 	return s.device
+}
+
+// Moved reports whether the client said, in its AUTH, that a draining node
+// sent it here (proto.FlagMoved).
+func (s *Session) Moved() bool { return s.authed.Load() && s.moved }
+
+// awaitGreeting returns once AUTH_OK is queued (at once, but in the moment
+// between the session's entry in the user index and its AUTH_OK).
+func (s *Session) awaitGreeting() {
+	if !s.greeted.Load() {
+		s.greetMu.Lock()
+		s.greetMu.Unlock() //nolint:staticcheck // a barrier: authenticate holds it until AUTH_OK is queued
+	}
 }
 
 // Enqueue implements broadcast.Member: a full queue marks the session a slow

@@ -66,6 +66,15 @@ const (
 	FlagResend    uint16 = 1 << 2 // push is a resend (sync or unacked redelivery)
 )
 
+// AUTH flags.
+const (
+	// FlagMoved: the client was closed with SHUTDOWN by a draining node and
+	// is reconnecting elsewhere. In a cluster the new node claims the user
+	// pushes the old node held since that close, and delivers them before
+	// any newer one (PROTOCOL.md §9.2).
+	FlagMoved uint16 = 1 << 0
+)
+
 // Decode errors. Callers branch on them to pick the wire error code.
 var (
 	ErrShortLength = errors.New("proto: frame length below header size")

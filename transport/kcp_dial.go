@@ -202,11 +202,14 @@ func (c *kcpClientConn) input(segs []byte, _ netip.AddrPort) {
 		c.sock.drop(DropUnexpected)
 		return
 	}
-	var stack [16][]byte
-	ready := c.eng.TakeReady(stack[:0])
-	for _, b := range ready {
-		c.rbuf = append(c.rbuf, b...)
-		arq.Recycle(b)
+	// Received data moves to rbuf only while the application keeps up;
+	// the rest stays in the engine, whose receive window then closes and
+	// stops the server, so a client that does not read holds at most rbuf
+	// plus one window.
+	var ready [][]byte
+	if len(c.rbuf) < kcpClientReadBuf {
+		var stack [16][]byte
+		ready = c.takeReady(stack[:0])
 	}
 	next, busy := uint32(0), false
 	if acked {
@@ -269,9 +272,31 @@ func (c *kcpClientConn) end(err error, code proto.Code) {
 	}
 }
 
+// kcpClientReadBuf bounds the bytes a client session takes from its engine
+// ahead of the application's reads.
+const kcpClientReadBuf = 64 << 10
+
+// takeReady moves the engine's in-order data to rbuf (c.mu held).
+func (c *kcpClientConn) takeReady(dst [][]byte) [][]byte {
+	ready := c.eng.TakeReady(dst)
+	for _, b := range ready {
+		c.rbuf = append(c.rbuf, b...)
+		arq.Recycle(b)
+	}
+	return ready
+}
+
 func (c *kcpClientConn) Read(p []byte) (int, error) {
 	for {
 		c.mu.Lock()
+		if len(c.rbuf) == 0 && !c.gone {
+			// What the engine kept while rbuf was full; taking it may
+			// reopen the window, which the next flush tells the server.
+			var stack [16][]byte
+			if len(c.takeReady(stack[:0])) > 0 && c.eng.Owed() {
+				c.sock.timers.schedule(&c.kcpSession, arq.Clock())
+			}
+		}
 		if len(c.rbuf) > 0 {
 			n := copy(p, c.rbuf)
 			c.rbuf = c.rbuf[n:]

@@ -231,7 +231,14 @@ func (e *Engine) Send(p []byte) {
 
 // TakeReady appends the in-order payloads received so far to dst and hands
 // their buffers over: the caller returns each with Recycle once consumed.
+//
+// Like KCP, a receiver whose window was full tells the peer at the next
+// Flush that it has room again, rather than leave it to the peer's window
+// probe (seconds away).
 func (e *Engine) TakeReady(dst [][]byte) [][]byte {
+	if len(e.ready) > 0 && e.wndUnused() == 0 {
+		e.probe |= askTell
+	}
 	for i := range e.ready {
 		dst = append(dst, e.ready[i].data)
 		e.ready[i].data = nil

@@ -1,0 +1,392 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"imgate/gateway"
+	"imgate/proto"
+)
+
+// Handoff: a drained client loses no push. Between the CLOSE SHUTDOWN a
+// draining node sends and the client's AUTH on another node, the user may
+// be subscribed nowhere, and a push published then would be lost. So:
+//
+//   - The draining (old) node, at the moment it closes a client (under the
+//     lock that user pushes take while it drains), starts a hold for that
+//     user and device: it keeps the user's bus subscription and keeps every
+//     user push from then on, and it answers claims on
+//     <p>.handoff.<user>.<device>.
+//   - The client reconnects with FlagMoved in its AUTH. The new node closes
+//     a gate on the user (user pushes arriving for it wait in a stash),
+//     subscribes the user, and once that subscription is confirmed claims
+//     the hold. It then delivers the held pushes, then the stash, through
+//     the same origin/sequence deduplication the two bus paths use: a push
+//     that reached both nodes (published after the new subscription and
+//     before the claim) is delivered once, and each publisher's pushes stay
+//     in order.
+//
+// A claim that finds no hold (NATS answers "no responders" at once) opens
+// the gate at once. Holds are bounded in bytes and in time (Handoff*); what
+// they drop is counted. Pushes from publishers that do not stamp origin and
+// sequence can be delivered twice inside the overlap. Room and broadcast
+// pushes are not held: a room's missed messages are the message store's
+// sync, not the gateway's. If the user still has another connection on
+// the new node, that node was already subscribed, so the held pushes are
+// delivered to the moved connection alone, without the gate; they may then
+// interleave with newer pushes on that connection.
+type handoff struct {
+	n *Node
+
+	draining atomic.Bool  // the old side is live: user pushes consult holds
+	gating   atomic.Int32 // number of gates: the new side is live
+
+	mu    sync.Mutex
+	holds map[string]map[string]*hold // uid -> device -> hold
+	gates map[string]*gate            // uid -> gate
+
+	// heldUsers counts holds by user under its own lock: the interest
+	// reconciler asks for it from paths that may run inside a close, where
+	// mu may be held (begin closes the client under it).
+	countMu   sync.Mutex
+	heldUsers map[string]int
+
+	held, claimed, unclaimed, expired, dropped, delivered, duplicates atomic.Uint64
+}
+
+// hold is what the old node keeps for one drained device.
+type hold struct {
+	uid, device string
+	since       time.Time
+	msgs        []heldPush
+	bytes       int
+	subs        []*nats.Subscription
+}
+
+// heldPush is one push in a claim's answer.
+type heldPush struct {
+	Origin string `json:"o,omitempty"`
+	Seq    uint64 `json:"s,omitempty"`
+	Conv   uint64 `json:"c,omitempty"`
+	MsgSeq uint64 `json:"m,omitempty"`
+	Data   []byte `json:"d"`
+}
+
+// gate holds one user's pushes on the new node while claims are out.
+type gate struct {
+	waiting int // claims in flight
+	stash   []*nats.Msg
+}
+
+// claimRetry is how long a claim answered "no responders" is repeated.
+const claimRetry = 100 * time.Millisecond
+
+func newHandoff(n *Node) *handoff {
+	return &handoff{n: n, holds: make(map[string]map[string]*hold), gates: make(map[string]*gate), heldUsers: make(map[string]int)}
+}
+
+func (h *handoff) subject(uid, device string) string {
+	return h.n.subj.Prefix() + ".handoff." + Token(uid) + "." + Token(device)
+}
+
+// Old side.
+
+// begin is the node's DrainKick: it starts the hold and closes the client
+// under h.mu, so each user push lands either in the connection's queue
+// before the CLOSE or in the hold.
+func (h *handoff) begin(x *gateway.Session, kick func()) {
+	uid, device := x.UID(), x.Device()
+	hd := &hold{uid: uid, device: device, since: time.Now()}
+	// Subscribed before the client can hear the CLOSE, so its claim finds
+	// the hold. One queue group over the paths: one answer per claim.
+	for _, nc := range h.n.paths.Conns() {
+		sub, err := nc.QueueSubscribe(h.subject(uid, device), "handoff", func(m *nats.Msg) { h.answer(hd, m) })
+		if err == nil {
+			hd.subs = append(hd.subs, sub)
+		}
+	}
+	h.count(uid, 1)
+	h.mu.Lock()
+	devs := h.holds[uid]
+	if devs == nil {
+		devs = make(map[string]*hold)
+		h.holds[uid] = devs
+	}
+	old := devs[device]
+	devs[device] = hd
+	kick()
+	h.mu.Unlock()
+	if old != nil {
+		unsubscribe(old.subs)
+		h.count(uid, -1)
+	}
+	h.held.Add(1)
+}
+
+func (h *handoff) count(uid string, d int) {
+	h.countMu.Lock()
+	if h.heldUsers[uid] += d; h.heldUsers[uid] <= 0 {
+		delete(h.heldUsers, uid)
+	}
+	h.countMu.Unlock()
+}
+
+// hasHold reports whether uid has a hold (its subscription must stay).
+func (h *handoff) hasHold(uid string) bool {
+	if !h.draining.Load() {
+		return false
+	}
+	h.countMu.Lock()
+	defer h.countMu.Unlock()
+	return h.heldUsers[uid] > 0
+}
+
+// pushUser delivers a user push on the old side: to the user's local
+// connections, and into each of the user's holds.
+func (h *handoff) pushUser(uid string, m *nats.Msg, origin string, seq uint64) {
+	p := pushOf(m)
+	if !h.draining.Load() {
+		h.n.srv.PushUser(uid, p)
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n.srv.PushUser(uid, p)
+	limit := h.n.cfg.HandoffBytes
+	for _, hd := range h.holds[uid] {
+		hd.msgs = append(hd.msgs, heldPush{Origin: origin, Seq: seq, Conv: p.ConvID, MsgSeq: p.Seq, Data: m.Data})
+		hd.bytes += len(m.Data) + 64
+		for hd.bytes > limit && len(hd.msgs) > 0 {
+			hd.bytes -= len(hd.msgs[0].Data) + 64
+			hd.msgs = hd.msgs[1:]
+			h.dropped.Add(1)
+		}
+	}
+}
+
+// answer serves a claim: the first takes the hold; a claim that finds it
+// gone gets no answer (the other path's member answered it).
+func (h *handoff) answer(hd *hold, m *nats.Msg) {
+	if !h.take(hd) {
+		return
+	}
+	h.claimed.Add(1)
+	b, err := json.Marshal(hd.msgs)
+	if err == nil {
+		err = m.Respond(b)
+	}
+	if err != nil {
+		h.n.log.Warn("cluster: handoff answer", "uid", hd.uid, "held", len(hd.msgs), "err", err)
+	}
+}
+
+// take removes hd if it is still current, and releases what it holds.
+func (h *handoff) take(hd *hold) bool {
+	h.mu.Lock()
+	devs := h.holds[hd.uid]
+	if devs[hd.device] != hd {
+		h.mu.Unlock()
+		return false
+	}
+	delete(devs, hd.device)
+	if len(devs) == 0 {
+		delete(h.holds, hd.uid)
+	}
+	h.mu.Unlock()
+	unsubscribe(hd.subs)
+	h.count(hd.uid, -1)
+	h.n.interest.maybeGone(false, hd.uid)
+	return true
+}
+
+// expire drops holds older than the handoff window.
+func (h *handoff) expire(now time.Time) {
+	var old []*hold
+	h.mu.Lock()
+	for _, devs := range h.holds {
+		for _, hd := range devs {
+			if now.Sub(hd.since) > h.n.cfg.HandoffHold {
+				old = append(old, hd)
+			}
+		}
+	}
+	h.mu.Unlock()
+	for _, hd := range old {
+		if h.take(hd) {
+			h.expired.Add(1)
+		}
+	}
+}
+
+// run expires holds while the node drains.
+func (h *handoff) run(stop <-chan struct{}) {
+	t := time.NewTicker(max(h.n.cfg.HandoffHold/10, 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			h.expire(now)
+		}
+	}
+}
+
+// New side.
+
+// claim runs at the AUTH of a moved connection: close the gate (unless the
+// node already delivers this user), subscribe, then claim the hold.
+func (h *handoff) claim(x *gateway.Session) {
+	uid := x.UID()
+	alone := h.n.srv.UserConns(uid) <= 1
+	if alone {
+		h.mu.Lock()
+		g := h.gates[uid]
+		if g == nil {
+			g = &gate{}
+			h.gates[uid] = g
+			h.gating.Add(1)
+		}
+		g.waiting++
+		h.mu.Unlock()
+	}
+	h.n.interest.userOnline(uid, func() { go h.request(x, alone) })
+}
+
+// stash keeps a user push while its user's gate is closed. It runs on the
+// inbound goroutine before deduplication, so the claim's pushes are marked
+// first and the stash's copies of them are dropped.
+func (h *handoff) stash(rest string, m *nats.Msg) bool {
+	if h.gating.Load() == 0 {
+		return false
+	}
+	tok, ok := strings.CutPrefix(rest, "user.")
+	if !ok || (m.Header != nil && m.Header.Get(HeaderOp) != "") {
+		return false
+	}
+	uid, ok := ParseToken(tok)
+	if !ok {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g := h.gates[uid]
+	if g == nil {
+		return false
+	}
+	g.stash = append(g.stash, m)
+	return true
+}
+
+// request claims x's hold and delivers it.
+func (h *handoff) request(x *gateway.Session, alone bool) {
+	uid := x.UID()
+	var held []heldPush
+	_, nc := h.n.paths.Active()
+	// "No responders" right after the close may only mean that the old
+	// node's subscription has not reached this NATS server yet (interest
+	// travels between servers asynchronously): ask again for a moment.
+	var reply *nats.Msg
+	var err error
+	for give := time.Now().Add(claimRetry); ; {
+		reply, err = nc.Request(h.subject(uid, x.Device()), nil, h.n.cfg.HandoffTimeout)
+		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(give) {
+			break
+		}
+		time.Sleep(claimRetry / 5)
+	}
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(reply.Data, &held); err != nil {
+			h.n.log.Warn("cluster: handoff: bad answer", "uid", uid, "err", err)
+		}
+	case errors.Is(err, nats.ErrNoResponders):
+		// Nobody holds pushes for this device.
+		h.unclaimed.Add(1)
+		h.n.log.Info("cluster: handoff: no hold", "uid", uid)
+	default:
+		h.n.log.Warn("cluster: handoff claim", "uid", uid, "err", err)
+	}
+	subject := h.n.subj.User(uid)
+	now := time.Now()
+	if !alone {
+		for _, hp := range held {
+			if h.n.srv.PushConn(x.ID(), hp.push()) {
+				h.delivered.Add(1)
+			}
+		}
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, hp := range held {
+		if hp.Origin != "" && !h.n.dedup.first(hp.Origin, subject, hp.Seq, now) {
+			h.duplicates.Add(1)
+			continue
+		}
+		h.n.srv.PushUser(uid, hp.push())
+		h.delivered.Add(1)
+	}
+	g := h.gates[uid]
+	if g == nil {
+		return
+	}
+	for _, m := range g.stash {
+		if origin, seq := stamp(m); origin != "" && !h.n.dedup.first(origin, subject, seq, now) {
+			h.n.stats.duplicates.Add(1)
+			continue
+		}
+		h.n.srv.PushUser(uid, pushOf(m))
+	}
+	g.stash = nil
+	if g.waiting--; g.waiting == 0 {
+		delete(h.gates, uid)
+		h.gating.Add(-1)
+	}
+}
+
+func (hp heldPush) push() proto.Push {
+	return proto.Push{ConvID: hp.Conv, Seq: hp.MsgSeq, Payload: hp.Data}
+}
+
+// settle waits, before the node leaves, until every hold has been claimed
+// or has expired: the last clients of a drain are closed just before its
+// end, and their next node claims a moment later.
+func (h *handoff) settle() {
+	for {
+		h.mu.Lock()
+		var newest time.Time
+		for _, devs := range h.holds {
+			for _, hd := range devs {
+				if hd.since.After(newest) {
+					newest = hd.since
+				}
+			}
+		}
+		h.mu.Unlock()
+		if newest.IsZero() || time.Since(newest) > h.n.cfg.HandoffHold {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// close drops every hold (the node is leaving).
+func (h *handoff) close() {
+	h.mu.Lock()
+	holds := h.holds
+	h.holds = make(map[string]map[string]*hold)
+	h.mu.Unlock()
+	for _, devs := range holds {
+		for _, hd := range devs {
+			unsubscribe(hd.subs)
+			h.expired.Add(1)
+		}
+	}
+}

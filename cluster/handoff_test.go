@@ -1,0 +1,149 @@
+package cluster
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"imgate/proto"
+)
+
+// rawConn speaks frames on a TCP connection, so the test decides exactly
+// when the client leaves one node and reaches the next.
+type rawConn struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func rawDial(t *testing.T, addr, tok string, flags uint16) *rawConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	rc := &rawConn{t: t, c: c, r: bufio.NewReader(c)}
+	if _, err := c.Write(proto.AppendFrame(nil, proto.Header{Op: proto.OpAuth, Flags: flags}, []byte(tok))); err != nil {
+		t.Fatal(err)
+	}
+	if f := rc.read(); f.Op != proto.OpAuthOK {
+		t.Fatalf("got %v, want AUTH_OK", f.Op)
+	}
+	return rc
+}
+
+func (rc *rawConn) read() proto.Frame {
+	rc.t.Helper()
+	rc.c.SetReadDeadline(time.Now().Add(testWait))
+	var buf []byte
+	for {
+		f, n, err := proto.Decode(buf, proto.DefaultMaxFrame)
+		if err != nil {
+			rc.t.Fatal(err)
+		}
+		if n > 0 {
+			return f
+		}
+		b, err := rc.r.ReadByte()
+		if err != nil {
+			rc.t.Fatalf("read: %v", err)
+		}
+		buf = append(buf, b)
+	}
+}
+
+// payload reads the next push and returns its payload.
+func (rc *rawConn) payload() string {
+	rc.t.Helper()
+	f := rc.read()
+	if f.Op != proto.OpPush {
+		rc.t.Fatalf("got %v, want PUSH", f.Op)
+	}
+	p, err := proto.ParsePush(f.Body)
+	if err != nil {
+		rc.t.Fatal(err)
+	}
+	return string(p.Payload)
+}
+
+// ready reports whether k's subscription is confirmed.
+func (i *interest) ready(k interestKey) bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	s := i.subs[k]
+	return s != nil && s.ready
+}
+
+// A drained client that reconnects with FlagMoved gets, from its new node,
+// the pushes published while it was connected nowhere, before any newer
+// one, each once; without the flag they are gone.
+func TestDrainHandoff(t *testing.T) {
+	e := startBus(t)
+	a := startNode(t, e, "a", nil)
+	b := startNode(t, e, "b", nil)
+	pusher := NewPusher(e.mustConn(t), "")
+	push := func(s string) {
+		t.Helper()
+		if err := pusher.User("alice", Message{Payload: []byte(s)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := rawDial(t, a.tcp, token(t, "alice", "phone"), 0)
+	waitFor(t, "alice's subscription on a", func() bool { return a.interest.ready(interestKey{name: "alice"}) })
+	push("p0")
+	if got := old.payload(); got != "p0" {
+		t.Fatalf("got %q, want p0", got)
+	}
+
+	a.srv.Drain(10 * time.Second) // one client: closed at once
+	if f := old.read(); f.Op != proto.OpClose {
+		t.Fatalf("got %v, want CLOSE", f.Op)
+	}
+	waitFor(t, "a's hold", func() bool { return a.handoff.hasHold("alice") })
+	// alice is connected nowhere now; a holds these.
+	for i := 1; i <= 3; i++ {
+		push(fmt.Sprintf("p%d", i))
+	}
+	waitFor(t, "3 held pushes", func() bool {
+		a.handoff.mu.Lock()
+		defer a.handoff.mu.Unlock()
+		hd := a.handoff.holds["alice"]["phone"]
+		return hd != nil && len(hd.msgs) == 3
+	})
+
+	moved := rawDial(t, b.tcp, token(t, "alice", "phone"), proto.FlagMoved)
+	for i := 1; i <= 3; i++ {
+		if got, want := moved.payload(), fmt.Sprintf("p%d", i); got != want {
+			t.Fatalf("got %q, want %s", got, want)
+		}
+	}
+	push("p4")
+	if got := moved.payload(); got != "p4" {
+		t.Fatalf("got %q, want p4 (a held push repeated?)", got)
+	}
+	if got := a.handoff.claimed.Load(); got != 1 {
+		t.Errorf("claims answered by a: %d, want 1", got)
+	}
+	if got := b.handoff.delivered.Load(); got != 3 {
+		t.Errorf("held pushes delivered by b: %d, want 3", got)
+	}
+	waitFor(t, "a drops alice's subscription", func() bool { _, users := a.interest.counts(); return users == 0 })
+
+	// Without FlagMoved nothing is claimed: a client of a drained node
+	// that does not say it moved gets only new pushes.
+	a.handoff.draining.Store(true)
+	other := rawDial(t, b.tcp, token(t, "bob", "phone"), 0)
+	waitFor(t, "bob's subscription on b", func() bool { return b.interest.ready(interestKey{name: "bob"}) })
+	if err := pusher.User("bob", Message{Payload: []byte("q1")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := other.payload(); got != "q1" {
+		t.Fatalf("got %q, want q1", got)
+	}
+	if got := b.handoff.unclaimed.Load() + b.handoff.claimed.Load(); got != 0 {
+		t.Errorf("b made %d claims for a client without FlagMoved", got)
+	}
+}
