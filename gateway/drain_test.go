@@ -178,3 +178,30 @@ func TestReload(t *testing.T) {
 		t.Fatalf("a failed reload changed the keys: k2 now %v", op)
 	}
 }
+
+// TestDrainRefusesDatagramSessions: KCP and QUIC listeners share their UDP
+// socket with the live sessions, so they stay open while the node drains;
+// a new session there is answered with CLOSE SHUTDOWN (on QUIC, where the
+// client may not have opened its stream yet, the connection close carries
+// the code), so the client goes elsewhere at once.
+func TestDrainRefusesDatagramSessions(t *testing.T) {
+	for _, kind := range []transport.Kind{transport.KindKCP, transport.KindQUIC} {
+		t.Run(kind.String(), func(t *testing.T) {
+			s := newE2EServer(t, nil)
+			first, _ := s.login(kind, "first", "d", nil)
+			s.Drain(20 * time.Second) // one client: closed at once
+			first.expectClose(proto.CodeShutdown, 0)
+
+			c := s.dial(kind)
+			c.send(proto.Header{Op: proto.OpAuth, Seq: 1}, []byte(e2eToken(t, e2eClaims("late", "d", nil))))
+			c.expectClose(proto.CodeShutdown, 0)
+			e2eWaitFor(t, e2eWait, "the refused session to leave the registry", func() bool { return s.conns() == 0 })
+			s.expectCounter(2, "imgate_connections_closed_total", "reason", "SHUTDOWN")
+			select {
+			case <-s.Drained():
+			case <-time.After(e2eWait):
+				t.Fatal("Drained not closed once the node was empty")
+			}
+		})
+	}
+}

@@ -71,7 +71,7 @@ const (
 	// FlagMoved: the client was closed with SHUTDOWN by a draining node and
 	// is reconnecting elsewhere. In a cluster the new node claims the user
 	// pushes the old node held since that close, and delivers them before
-	// any newer one (PROTOCOL.md §9.2).
+	// any newer one (PROTOCOL.md §5.1, §7.6).
 	FlagMoved uint16 = 1 << 0
 )
 
