@@ -637,7 +637,7 @@ func (s *Server) configEntries() []configEntry {
 		{"http_addr", c.HTTPAddr},
 		{"http_token", redact(c.HTTPToken)},
 		{"auth_timeout", dur(c.AuthTimeout)},
-		{"heartbeat_interval", dur(c.HeartbeatInterval)},
+		{"heartbeat_interval", dur(time.Duration(s.heartbeat.Load()))},
 		{"max_rooms_per_conn", itoa(int(s.maxRoomsPerConn.Load()))},
 		{"max_conns_per_user", itoa(int(s.maxConnsPerUser.Load()))},
 		{"drain_timeout", dur(c.DrainTimeout)},

@@ -127,6 +127,7 @@ func TestDrain(t *testing.T) {
 func TestReload(t *testing.T) {
 	s := startOpsServer(t, nil)
 	k2 := KeyConfig{ID: "k2", Alg: AlgHS256, Secret: "second-ops-test-secret-0123456789abcdef"}
+	var lastBeat uint32 // heartbeat_ms of the last AUTH_OK
 	auth := func(k KeyConfig) proto.Op {
 		t.Helper()
 		var addr string
@@ -147,6 +148,9 @@ func TestReload(t *testing.T) {
 		if err != nil {
 			return 0
 		}
+		if a, err := proto.ParseAuthOK(f.Body); f.Op == proto.OpAuthOK && err == nil {
+			lastBeat = a.HeartbeatMS
+		}
 		return f.Op
 	}
 	if op := auth(k2); op == proto.OpAuthOK {
@@ -155,11 +159,16 @@ func TestReload(t *testing.T) {
 	cfg := s.Config()
 	cfg.Auth.Keys = []KeyConfig{opsKey, k2}
 	cfg.MaxRoomsPerConn = 1
+	old := cfg.HeartbeatInterval
+	cfg.HeartbeatInterval = old + 7*time.Second
 	if err := s.Reload(cfg); err != nil {
 		t.Fatal(err)
 	}
 	if op := auth(k2); op != proto.OpAuthOK {
 		t.Fatalf("k2 token after reload: %v, want AUTH_OK", op)
+	}
+	if want := uint32(cfg.HeartbeatInterval / time.Millisecond); lastBeat != want {
+		t.Errorf("AUTH_OK after the reload announces heartbeat %dms, want %dms", lastBeat, want)
 	}
 	if op := auth(opsKey); op != proto.OpAuthOK {
 		t.Fatalf("k1 token after reload: %v, want AUTH_OK", op)

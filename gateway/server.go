@@ -46,6 +46,7 @@ type Server struct {
 
 	// Limits Reload may change while connections come and go.
 	maxConnsPerUser atomic.Int64
+	heartbeat       atomic.Int64 // interval announced in the next AUTH_OK, ns (reloadable)
 	maxRoomsPerConn atomic.Int64
 
 	drainOnce sync.Once
@@ -83,6 +84,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.auth.Store(auth)
 	s.maxConnsPerUser.Store(int64(cfg.MaxConnsPerUser))
+	s.heartbeat.Store(int64(cfg.HeartbeatInterval))
 	s.maxRoomsPerConn.Store(int64(cfg.MaxRoomsPerConn))
 	if cfg.EchoSVID != 0 {
 		s.mux.Handle(cfg.EchoSVID, Echo)
@@ -406,10 +408,11 @@ func (s *Server) authenticate(x *Session, f proto.Frame) error {
 		s.metrics.authFailures.WithLabelValues(proto.CodeTooManyConns.String()).Inc()
 		return err
 	}
+	x.beat = time.Duration(s.heartbeat.Load())
 	x.authed.Store(true)
 	body := proto.AppendAuthOK(nil, proto.AuthOK{
 		ConnID:      x.id,
-		HeartbeatMS: uint32(s.cfg.HeartbeatInterval / time.Millisecond),
+		HeartbeatMS: uint32(x.beat / time.Millisecond),
 		MaxFrame:    uint32(s.engine.Config().MaxFrame),
 		NodeID:      []byte(s.cfg.NodeID),
 	})
@@ -447,11 +450,15 @@ func (s *Server) replaceAfterHandshake(ec transport.EarlyConn, x, old *Session) 
 // heartbeats closes connections that stayed silent for two intervals and
 // connections that did not authenticate in time. It is a bucketed scan, not
 // a timer per connection: every quarter interval it walks the registry one
-// shard at a time, reading one atomic per connection.
+// shard at a time, reading one atomic per connection. Each connection is
+// held to the interval its AUTH_OK announced, so a reload that shortens it
+// does not close clients that still beat at the old pace.
 func (s *Server) heartbeats() {
 	defer close(s.done)
-	tick := min(s.cfg.HeartbeatInterval/4, s.cfg.AuthTimeout/4)
-	tick = max(tick, 50*time.Millisecond)
+	period := func() time.Duration {
+		return max(min(time.Duration(s.heartbeat.Load())/4, s.cfg.AuthTimeout/4), 50*time.Millisecond)
+	}
+	tick := period()
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var expired []*Session
@@ -461,14 +468,18 @@ func (s *Server) heartbeats() {
 		case <-s.stop:
 			return
 		case now := <-t.C:
-			silent := now.Add(-2 * s.cfg.HeartbeatInterval).UnixNano()
+			if p := period(); p != tick {
+				tick = p
+				t.Reset(tick)
+			}
+			nowNs := now.UnixNano()
 			late := now.Add(-s.cfg.AuthTimeout)
 			expired, codes = expired[:0], codes[:0]
 			s.reg.Each(func(x *Session) bool {
 				switch {
 				case !x.authed.Load() && x.opened.Before(late):
 					expired, codes = append(expired, x), append(codes, proto.CodeAuthTimeout)
-				case x.authed.Load() && x.lastSeen.Load() < silent:
+				case x.authed.Load() && x.lastSeen.Load() < nowNs-2*int64(x.beat):
 					expired, codes = append(expired, x), append(codes, proto.CodeHeartbeatTimeout)
 				}
 				return true
@@ -481,7 +492,7 @@ func (s *Server) heartbeats() {
 					if x.Kick(codes[i], fmt.Sprintf("no AUTH within %v", s.cfg.AuthTimeout)) {
 						s.metrics.authTimeouts.Inc()
 					}
-				} else if x.Kick(codes[i], fmt.Sprintf("silent for two heartbeat intervals (%v)", 2*s.cfg.HeartbeatInterval)) {
+				} else if x.Kick(codes[i], fmt.Sprintf("silent for two heartbeat intervals (%v)", 2*x.beat)) {
 					s.metrics.heartbeatTimeouts.Inc()
 				}
 				expired[i] = nil

@@ -26,7 +26,8 @@ type Session struct {
 	device  string
 	allowed []string // rooms the token allows; nil = any
 	since   time.Time
-	moved   bool // AUTH carried FlagMoved
+	moved   bool          // AUTH carried FlagMoved
+	beat    time.Duration // heartbeat interval its AUTH_OK announced
 	authed  atomic.Bool
 	greeted atomic.Bool // AUTH_OK is queued
 	greetMu sync.Mutex  // held from the user index entry to AUTH_OK
