@@ -3,7 +3,10 @@ package cluster
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,5 +148,28 @@ func TestDrainHandoff(t *testing.T) {
 	}
 	if got := b.handoff.unclaimed.Load() + b.handoff.claimed.Load(); got != 0 {
 		t.Errorf("b made %d claims for a client without FlagMoved", got)
+	}
+}
+
+// The cluster's series are on the node's /metrics.
+func TestClusterMetrics(t *testing.T) {
+	e := startBus(t)
+	a := startNode(t, e, "a", nil)
+	resp, err := http.Get("http://" + a.srv.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		"imgate_cluster_bus_connected 1",
+		"imgate_cluster_nodes 1",
+		"imgate_cluster_registry_ready",
+		"imgate_cluster_handoff_held_total 0",
+		"imgate_cluster_svid_requests_total",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }

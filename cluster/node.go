@@ -109,6 +109,9 @@ func Attach(srv *gateway.Server, paths *Paths, cfg Config, log *slog.Logger) (*N
 	if err := n.registerQueries(); err != nil {
 		return nil, err
 	}
+	if err := srv.RegisterMetrics(n.collectors()...); err != nil {
+		return nil, err
+	}
 	return n, nil
 }
 

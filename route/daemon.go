@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"imgate/cluster"
 	"imgate/proto"
@@ -221,6 +222,7 @@ func (d *Daemon) SVIDs() []SVIDStatus {
 //	POST /room/leave  {"uid", "room"}          -> {"published": 1}
 //	GET  /svids                                -> {"svids": [SVIDStatus]}
 //	GET  /healthz                              200 while connected to the bus, else 503
+//	GET  /metrics                              Prometheus: imgate_route_* per SVID
 //
 // payload is "payload" (text) or "payload_b64", with optional "conv_id" and
 // "seq". Publishing does not wait for delivery: "published" counts messages
@@ -253,6 +255,7 @@ func (d *Daemon) serveHTTP() error {
 	api("GET /svids", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"svids": d.SVIDs()})
 	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.registry(), promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !d.nc.IsConnected() {
 			http.Error(w, "bus unreachable", http.StatusServiceUnavailable)

@@ -136,6 +136,16 @@ func TestBridge(t *testing.T) {
 	if s := d.SVIDs(); len(s) != 1 || s[0].Bridge.Circuit != "open" {
 		t.Fatalf("svids: %+v", s)
 	}
+	// The same state on /metrics.
+	if v := metric(t, d, "imgate_route_breaker_open", "5", ""); v != 1 {
+		t.Errorf("imgate_route_breaker_open{svid=5} = %v, want 1", v)
+	}
+	if v := metric(t, d, "imgate_route_requests_total", "5", "served"); v != 3 {
+		t.Errorf("served = %v, want 3 (hi, flaky, the held one)", v)
+	}
+	if v := metric(t, d, "imgate_route_requests_total", "5", "refused"); v < 2 {
+		t.Errorf("refused = %v, want at least 2 (rate limited, open circuit)", v)
+	}
 	// After the cooldown one trial closes it again.
 	down.Store(false)
 	time.Sleep(350 * time.Millisecond)
@@ -226,4 +236,34 @@ func TestPushAPIAndSVIDs(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// metric reads one series of the daemon's registry (result "" for series
+// without that label).
+func metric(t *testing.T, d *Daemon, name, svid, result string) float64 {
+	t.Helper()
+	mfs, err := d.registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["svid"] != svid || labels["result"] != result {
+				continue
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no series %s{svid=%s,result=%s}", name, svid, result)
+	return 0
 }
