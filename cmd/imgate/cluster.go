@@ -48,6 +48,9 @@ type clusterFile struct {
 	Replicas       *int      `toml:"kv_replicas"`
 	InboundQueue   *int      `toml:"inbound_queue"`
 	Paths          *int      `toml:"paths"`
+	HandoffHold    *duration `toml:"handoff_hold"`
+	HandoffBytes   *int      `toml:"handoff_bytes"`
+	HandoffTimeout *duration `toml:"handoff_timeout"`
 	Embedded       struct {
 		Listen        *string  `toml:"listen"`
 		StoreDir      *string  `toml:"store_dir"`
@@ -96,6 +99,9 @@ func loadClusterFile(path string, o *options) error {
 	set(&c.TLSKey, cf.TLSKey)
 	set(&c.Prefix, cf.Prefix)
 	setDur(&c.Liveness, cf.Liveness)
+	setDur(&c.HandoffHold, cf.HandoffHold)
+	set(&c.HandoffBytes, cf.HandoffBytes)
+	setDur(&c.HandoffTimeout, cf.HandoffTimeout)
 	setDur(&c.RequestTimeout, cf.RequestTimeout)
 	set(&c.Replicas, cf.Replicas)
 	set(&c.InboundQueue, cf.InboundQueue)

@@ -20,6 +20,11 @@ region = "eu-west"
 nats = ["nats://a:4222", "nats://b:4222"]
 liveness = "2s"
 kv_replicas = 3
+advertise_host = "203.0.113.5"
+capacity = 500000
+handoff_hold = "5s"
+handoff_bytes = 65536
+handoff_timeout = "1s"
 [cluster.embedded]
 listen = "127.0.0.1:0"
 [route]
@@ -38,6 +43,9 @@ retries = 4
 	c := o.Cluster
 	if c.Region != "us-east" || len(c.NATS) != 2 || c.Liveness != 2*time.Second || c.Replicas != 3 || c.RequestTimeout != 750*time.Millisecond || c.Embedded.Listen != "127.0.0.1:0" {
 		t.Fatalf("cluster: %+v", c)
+	}
+	if c.AdvertiseHost != "203.0.113.5" || c.Capacity != 500000 || c.HandoffHold != 5*time.Second || c.HandoffBytes != 65536 || c.HandoffTimeout != time.Second {
+		t.Fatalf("cluster advertise/capacity/handoff: %+v", c)
 	}
 	if o.Gateway.NodeID != "n1" || o.Route.HTTPAddr != "127.0.0.1:0" || len(o.Route.Bridges) != 1 || o.Route.Bridges[0].Retries != 4 {
 		t.Fatalf("gateway %q, route %+v", o.Gateway.NodeID, o.Route)
