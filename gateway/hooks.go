@@ -115,12 +115,20 @@ func writeAdminValue(c redcon.Conn, v any) {
 // bearer token like the built-in ones. pattern is a net/http pattern
 // ("GET /cluster/nodes").
 func (s *Server) HandleHTTP(pattern string, h http.HandlerFunc) {
-	s.extraHTTP = append(s.extraHTTP, httpRoute{pattern, h})
+	s.extraHTTP = append(s.extraHTTP, httpRoute{pattern, h, false})
+}
+
+// HandlePublicHTTP adds a route that answers without the bearer token,
+// like /healthz: for what clients themselves call (HTTPDNS), which must not
+// need the operator's token.
+func (s *Server) HandlePublicHTTP(pattern string, h http.HandlerFunc) {
+	s.extraHTTP = append(s.extraHTTP, httpRoute{pattern, h, true})
 }
 
 type httpRoute struct {
 	pattern string
 	handler http.HandlerFunc
+	public  bool
 }
 
 // WriteJSON and HTTPError answer API requests the way the built-in routes do.

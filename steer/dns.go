@@ -148,6 +148,9 @@ func (r *Responder) Start() error {
 	return nil
 }
 
+// Zone is the zone the responder serves, canonical.
+func (r *Responder) Zone() string { return r.cfg.Zone }
+
 // Addr is the bound UDP address (TCP has the same port).
 func (r *Responder) Addr() string {
 	r.mu.Lock()

@@ -152,18 +152,31 @@ func serve(cmd string, args []string, sys *system, log *slog.Logger, lv *slog.Le
 	}
 }
 
-// serveDaemon runs a process without a gateway (the route daemon) until
-// SIGINT or SIGTERM.
+// serveDaemon runs a process without a gateway (the route daemon, the
+// smart-DNS responder) until SIGINT or SIGTERM. SIGHUP changes nothing in
+// these roles (a restart applies a new config; the DNS answers follow the
+// cluster by themselves): it is logged instead of ending the process, as
+// the signal's default action would.
 func serveDaemon(sys *system, log *slog.Logger) error {
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
-	sdNotify("READY=1\nSTATUS=route daemon serving")
-	s := <-sig
-	log.Info("shutting down", "signal", s.String())
-	sdNotify("STOPPING=1")
-	sys.stop(log)
-	return nil
+	what := "route daemon serving"
+	if sys.daemon == nil && sys.dns != nil {
+		what = "dns responder serving on " + sys.dns.Addr()
+	}
+	sdNotify("READY=1\nSTATUS=" + what)
+	for {
+		s := <-sig
+		if s == syscall.SIGHUP {
+			log.Info("SIGHUP: this role reloads nothing; restart it to apply a new configuration")
+			continue
+		}
+		log.Info("shutting down", "signal", s.String())
+		sdNotify("STOPPING=1")
+		sys.stop(log)
+		return nil
+	}
 }
 
 // reload re-reads the configuration (file, environment, flags) and applies
