@@ -145,7 +145,15 @@ func (c Config) Validate(dnsRole bool) []FieldError {
 	if c.MaxAnswers > maxAnswersLimit {
 		bad("dns.max_answers", "%d: at most %d", c.MaxAnswers, maxAnswersLimit)
 	}
-	if _, err := NewTable(c.Regions); err != nil {
+	// Each region alone first, so that a problem points at its table.
+	alone := true
+	for i, r := range c.Regions {
+		if _, err := NewTable([]Region{{Name: r.Name, CIDRs: r.CIDRs}}); err != nil {
+			bad(fmt.Sprintf("dns.region[%d]", i), "%v", err)
+			alone = false
+		}
+	}
+	if _, err := NewTable(c.Regions); err != nil && alone {
 		bad("dns.region", "%v", err)
 	}
 	return out
