@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -42,16 +43,11 @@ const (
 
 // Responder is the smart-DNS server.
 type Responder struct {
-	cfg     Config
-	table   *Table
+	listen  string
 	src     Source
 	metrics *Metrics
 	log     *slog.Logger
-
-	hosts map[string]bool         // canonical hostnames answered with gateways
-	ns    map[string][]netip.Addr // canonical in-zone nameserver names
-	names []string                // every name that exists, for NODATA vs NXDOMAIN
-	soa   *dns.SOA
+	zone    atomic.Pointer[zoneData] // swapped whole by Reload
 
 	mu      sync.Mutex
 	servers []*dns.Server
@@ -59,13 +55,21 @@ type Responder struct {
 	tcpAddr string
 }
 
+// zoneData is everything an answer reads from the configuration. A reload
+// builds a new one and swaps it in, so each query sees one configuration
+// whole, without locks.
+type zoneData struct {
+	cfg   Config
+	table *Table
+	hosts map[string]bool         // canonical hostnames answered with gateways
+	ns    map[string][]netip.Addr // canonical in-zone nameserver names
+	names []string                // every name that exists, for NODATA vs NXDOMAIN
+	soa   *dns.SOA
+}
+
 // NewResponder checks cfg and builds the responder; Start listens.
 func NewResponder(cfg Config, src Source, m *Metrics, log *slog.Logger) (*Responder, error) {
-	cfg = cfg.withDefaults()
-	if errs := cfg.Validate(true); len(errs) > 0 {
-		return nil, errs[0]
-	}
-	table, err := NewTable(cfg.Regions)
+	z, err := newZoneData(cfg, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -75,14 +79,42 @@ func NewResponder(cfg Config, src Source, m *Metrics, log *slog.Logger) (*Respon
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &Responder{
-		cfg: cfg, table: table, src: src, metrics: m, log: log,
-		hosts: make(map[string]bool), ns: make(map[string][]netip.Addr),
+	r := &Responder{listen: z.cfg.Listen, src: src, metrics: m, log: log}
+	r.zone.Store(z)
+	return r, nil
+}
+
+// Reload applies a new configuration to the answers (zone, hostnames,
+// nameservers, TTL, max answers, regions); the listen address stays. An
+// invalid configuration changes nothing.
+func (r *Responder) Reload(cfg Config) error {
+	z, err := newZoneData(cfg, r.zone.Load().soa.Serial)
+	if err != nil {
+		return err
 	}
+	if z.cfg.Listen != r.listen {
+		r.log.Warn("dns: a new listen address needs a restart", "listen", r.listen, "configured", z.cfg.Listen)
+	}
+	r.zone.Store(z)
+	return nil
+}
+
+// newZoneData builds the answers' view of cfg; the SOA serial moves past
+// the previous one, so secondaries (if any) see the change.
+func newZoneData(cfg Config, prevSerial uint32) (*zoneData, error) {
+	cfg = cfg.withDefaults()
+	if errs := cfg.Validate(true); len(errs) > 0 {
+		return nil, errs[0]
+	}
+	table, err := NewTable(cfg.Regions)
+	if err != nil {
+		return nil, err
+	}
+	z := &zoneData{cfg: cfg, table: table, hosts: make(map[string]bool), ns: make(map[string][]netip.Addr)}
 	for _, h := range cfg.Hostnames {
 		h = dns.CanonicalName(h)
-		r.hosts[h] = true
-		r.names = append(r.names, h)
+		z.hosts[h] = true
+		z.names = append(z.names, h)
 	}
 	for _, ns := range cfg.Nameservers {
 		name := dns.CanonicalName(ns.Name)
@@ -91,29 +123,29 @@ func NewResponder(cfg Config, src Source, m *Metrics, log *slog.Logger) (*Respon
 		}
 		for _, a := range ns.Addrs {
 			addr, _ := netip.ParseAddr(a) // validated
-			r.ns[name] = append(r.ns[name], addr.Unmap())
+			z.ns[name] = append(z.ns[name], addr.Unmap())
 		}
-		r.names = append(r.names, name)
+		z.names = append(z.names, name)
 	}
-	r.soa = &dns.SOA{
+	z.soa = &dns.SOA{
 		Hdr:     dns.RR_Header{Name: cfg.Zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: soaTTL},
 		Ns:      dns.CanonicalName(cfg.Nameservers[0].Name),
 		Mbox:    dns.CanonicalName(cfg.Hostmaster),
-		Serial:  uint32(time.Now().Unix()),
+		Serial:  max(uint32(time.Now().Unix()), prevSerial+1),
 		Refresh: 3600, Retry: 600, Expire: 86400, Minttl: soaTTL,
 	}
-	return r, nil
+	return z, nil
 }
 
 // Start listens on cfg.Listen over UDP and TCP.
 func (r *Responder) Start() error {
-	pc, err := net.ListenPacket("udp", r.cfg.Listen)
+	pc, err := net.ListenPacket("udp", r.listen)
 	if err != nil {
-		return fmt.Errorf("dns listen udp %s: %w", r.cfg.Listen, err)
+		return fmt.Errorf("dns listen udp %s: %w", r.listen, err)
 	}
 	// Port 0 picks one: TCP takes the port UDP got.
-	tcpAddr := r.cfg.Listen
-	if host, port, _ := net.SplitHostPort(r.cfg.Listen); port == "0" {
+	tcpAddr := r.listen
+	if host, port, _ := net.SplitHostPort(r.listen); port == "0" {
 		tcpAddr = net.JoinHostPort(host, fmt.Sprint(pc.LocalAddr().(*net.UDPAddr).Port))
 	}
 	ln, err := net.Listen("tcp", tcpAddr)
@@ -149,7 +181,7 @@ func (r *Responder) Start() error {
 }
 
 // Zone is the zone the responder serves, canonical.
-func (r *Responder) Zone() string { return r.cfg.Zone }
+func (r *Responder) Zone() string { return r.zone.Load().cfg.Zone }
 
 // Addr is the bound UDP address (TCP has the same port).
 func (r *Responder) Addr() string {
@@ -194,6 +226,7 @@ func (r *Responder) respond(req *dns.Msg, src netip.Addr, tcp bool) *dns.Msg {
 	if req.Response {
 		return nil // never answer an answer: no loops, no reflection
 	}
+	z := r.zone.Load()
 	m := new(dns.Msg)
 	m.SetReply(req)
 	m.Authoritative = true
@@ -247,7 +280,7 @@ func (r *Responder) respond(req *dns.Msg, src netip.Addr, tcp bool) *dns.Msg {
 	}
 
 	name := dns.CanonicalName(q.Name)
-	if q.Qclass != dns.ClassINET || !dns.IsSubDomain(r.cfg.Zone, name) {
+	if q.Qclass != dns.ClassINET || !dns.IsSubDomain(z.cfg.Zone, name) {
 		m.Rcode, result = dns.RcodeRefused, "refused"
 		m.Authoritative = false
 		return m
@@ -257,11 +290,11 @@ func (r *Responder) respond(req *dns.Msg, src netip.Addr, tcp bool) *dns.Msg {
 	if ecs != nil && ecs.SourceNetmask > 0 {
 		client = ecsAddr(ecs)
 	}
-	region := r.table.Lookup(client)
+	region := z.table.Lookup(client)
 	if ecs != nil {
 		scope := uint8(0)
 		if ecs.SourceNetmask > 0 {
-			scope = uint8(r.table.Scope(client))
+			scope = uint8(z.table.Scope(client))
 		}
 		resOpt := m.Extra[len(m.Extra)-1].(*dns.OPT)
 		resOpt.Option = append(resOpt.Option, &dns.EDNS0_SUBNET{
@@ -271,38 +304,38 @@ func (r *Responder) respond(req *dns.Msg, src netip.Addr, tcp bool) *dns.Msg {
 	}
 
 	switch {
-	case r.hosts[name] && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA):
-		ranked := Rank(r.src.Nodes(), region, r.table.Fallback(region), time.Now())
+	case z.hosts[name] && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA):
+		ranked := Rank(r.src.Nodes(), region, z.table.Fallback(region), time.Now())
 		if len(ranked) == 0 {
 			m.Rcode, result = dns.RcodeServerFailure, "servfail"
 			return m
 		}
-		addrs := hostAddrs(ranked, q.Qtype == dns.TypeAAAA, r.cfg.MaxAnswers)
+		addrs := hostAddrs(ranked, q.Qtype == dns.TypeAAAA, z.cfg.MaxAnswers)
 		for _, a := range addrs {
-			m.Answer = append(m.Answer, addrRR(q.Name, a, r.ttl()))
+			m.Answer = append(m.Answer, addrRR(q.Name, a, z.ttl()))
 		}
 		if len(addrs) > 0 {
 			r.metrics.answers.WithLabelValues(regionLabel(region)).Inc()
 		}
-	case name == r.cfg.Zone && q.Qtype == dns.TypeSOA:
-		m.Answer = append(m.Answer, dns.Copy(r.soa))
-	case name == r.cfg.Zone && q.Qtype == dns.TypeNS:
-		for _, ns := range r.cfg.Nameservers {
+	case name == z.cfg.Zone && q.Qtype == dns.TypeSOA:
+		m.Answer = append(m.Answer, dns.Copy(z.soa))
+	case name == z.cfg.Zone && q.Qtype == dns.TypeNS:
+		for _, ns := range z.cfg.Nameservers {
 			m.Answer = append(m.Answer, &dns.NS{
 				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: nsTTL},
 				Ns:  dns.CanonicalName(ns.Name),
 			})
-			for _, a := range r.ns[dns.CanonicalName(ns.Name)] {
+			for _, a := range z.ns[dns.CanonicalName(ns.Name)] {
 				m.Extra = append(m.Extra, addrRR(dns.CanonicalName(ns.Name), a, nsTTL))
 			}
 		}
-	case r.ns[name] != nil && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA):
-		for _, a := range r.ns[name] {
+	case z.ns[name] != nil && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA):
+		for _, a := range z.ns[name] {
 			if a.Is6() == (q.Qtype == dns.TypeAAAA) {
 				m.Answer = append(m.Answer, addrRR(q.Name, a, nsTTL))
 			}
 		}
-	case !r.exists(name):
+	case !z.exists(name):
 		m.Rcode, result = dns.RcodeNameError, "nxdomain"
 	}
 	if m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0 {
@@ -311,7 +344,7 @@ func (r *Responder) respond(req *dns.Msg, src netip.Addr, tcp bool) *dns.Msg {
 		result = "answer"
 	}
 	if len(m.Answer) == 0 {
-		m.Ns = append(m.Ns, dns.Copy(r.soa))
+		m.Ns = append(m.Ns, dns.Copy(z.soa))
 	}
 	m.Truncate(size)
 	return m
@@ -319,11 +352,11 @@ func (r *Responder) respond(req *dns.Msg, src netip.Addr, tcp bool) *dns.Msg {
 
 // exists reports whether name is a name of the zone or an ancestor of one
 // (an empty non-terminal: NODATA, not NXDOMAIN, per RFC 8020).
-func (r *Responder) exists(name string) bool {
-	if name == r.cfg.Zone {
+func (z *zoneData) exists(name string) bool {
+	if name == z.cfg.Zone {
 		return true
 	}
-	for _, n := range r.names {
+	for _, n := range z.names {
 		if dns.IsSubDomain(name, n) {
 			return true
 		}
@@ -331,7 +364,7 @@ func (r *Responder) exists(name string) bool {
 	return false
 }
 
-func (r *Responder) ttl() uint32 { return uint32(r.cfg.TTL / time.Second) }
+func (z *zoneData) ttl() uint32 { return uint32(z.cfg.TTL / time.Second) }
 
 func addrRR(name string, a netip.Addr, ttl uint32) dns.RR {
 	if a.Is4() {

@@ -191,3 +191,31 @@ func TestResponderDrainAndFailover(t *testing.T) {
 		t.Errorf("AAAA without IPv6 nodes: %s %v %v\n%s", res.status, res.answers, res.auth, res.out)
 	}
 }
+
+// A reload swaps regions, TTL and hostnames for the next query.
+func TestResponderReload(t *testing.T) {
+	needDig(t)
+	f, w := startFakeCluster(t)
+	threeNodes(f)
+	cfg := testDNSConfig()
+	r, _ := startResponder(t, cfg, w)
+	waitFor(t, "nodes known", func() bool { return len(w.Nodes()) == 3 })
+	before := dig(t, r.Addr(), "gw.test", "A", "+subnet=10.1.0.0/16")
+	cfg.Regions = []Region{{Name: "us", CIDRs: []string{"10.1.0.0/16"}}}
+	cfg.TTL = 2 * time.Second
+	cfg.Hostnames = []string{"edge.gw.test"}
+	if err := r.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	after := dig(t, r.Addr(), "edge.gw.test", "A", "+subnet=10.1.0.0/16")
+	if addrs(before)[0] != "10.0.1.2" || addrs(after)[0] != "10.0.2.1" || after.ttls[0] != "2" {
+		t.Errorf("before %v, after reload %v ttl %v", addrs(before), addrs(after), after.ttls)
+	}
+	if res := dig(t, r.Addr(), "push.gw.test", "A"); res.status != "NXDOMAIN" {
+		t.Errorf("a hostname removed by the reload: %s", res.status)
+	}
+	cfg.Regions = []Region{{Name: "x", CIDRs: []string{"bad"}}}
+	if r.Reload(cfg) == nil {
+		t.Error("a bad table must be refused")
+	}
+}

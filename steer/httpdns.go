@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,11 +17,15 @@ import (
 // client's EndpointsFunc. The client's address is ?ip=, else the last
 // X-Forwarded-For entry when TrustForwarded is set, else the peer.
 type HTTPDNS struct {
+	src     Source
+	metrics *Metrics
+	conf    atomic.Pointer[httpdnsConf] // swapped whole by Reload
+}
+
+type httpdnsConf struct {
 	table          *Table
-	src            Source
 	ttl            time.Duration
 	trustForwarded bool
-	metrics        *Metrics
 }
 
 // EndpointsAnswer is the JSON body of /v1/endpoints.
@@ -33,15 +38,23 @@ type EndpointsAnswer struct {
 // NewHTTPDNS builds the handler from the [dns] section (regions, ttl,
 // trust_forwarded).
 func NewHTTPDNS(cfg Config, src Source, m *Metrics) (*HTTPDNS, error) {
-	cfg = cfg.withDefaults()
-	table, err := NewTable(cfg.Regions)
-	if err != nil {
-		return nil, err
-	}
 	if m == nil {
 		m = NewMetrics(nil, src)
 	}
-	return &HTTPDNS{table: table, src: src, ttl: cfg.TTL, trustForwarded: cfg.TrustForwarded, metrics: m}, nil
+	h := &HTTPDNS{src: src, metrics: m}
+	return h, h.Reload(cfg)
+}
+
+// Reload applies new regions, TTL and trust_forwarded; an invalid
+// configuration changes nothing.
+func (h *HTTPDNS) Reload(cfg Config) error {
+	cfg = cfg.withDefaults()
+	table, err := NewTable(cfg.Regions)
+	if err != nil {
+		return err
+	}
+	h.conf.Store(&httpdnsConf{table: table, ttl: cfg.TTL, trustForwarded: cfg.TrustForwarded})
+	return nil
 }
 
 // Pattern is where the handler is mounted.
@@ -53,13 +66,14 @@ func (h *HTTPDNS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("transport %q: want tcp, ws, tls, wss, kcp or quic", transport))
 		return
 	}
-	client, err := h.clientAddr(r)
+	conf := h.conf.Load()
+	client, err := conf.clientAddr(r)
 	if err != nil {
 		h.fail(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	region := h.table.Lookup(client)
-	ranked := Rank(h.src.Nodes(), region, h.table.Fallback(region), time.Now())
+	region := conf.table.Lookup(client)
+	ranked := Rank(h.src.Nodes(), region, conf.table.Fallback(region), time.Now())
 	eps := endpoints(ranked, transport)
 	if len(eps) == 0 {
 		// As DNS answers SERVFAIL: an empty list is an outage, not an answer
@@ -69,7 +83,7 @@ func (h *HTTPDNS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.metrics.httpdns.WithLabelValues("ok").Inc()
 	h.metrics.answers.WithLabelValues(regionLabel(region)).Inc()
-	secs := int(h.ttl / time.Second)
+	secs := int(conf.ttl / time.Second)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", fmt.Sprintf("max-age=%d", secs))
 	json.NewEncoder(w).Encode(EndpointsAnswer{Region: region, TTL: secs, Endpoints: eps})
@@ -83,7 +97,7 @@ func (h *HTTPDNS) fail(w http.ResponseWriter, status int, result, msg string) {
 	json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
-func (h *HTTPDNS) clientAddr(r *http.Request) (netip.Addr, error) {
+func (h *httpdnsConf) clientAddr(r *http.Request) (netip.Addr, error) {
 	if ip := r.URL.Query().Get("ip"); ip != "" {
 		a, err := netip.ParseAddr(ip)
 		if err != nil {

@@ -230,6 +230,7 @@ type system struct {
 	dns         *steer.Responder
 	dnsHTTP     *http.Server
 	dnsHTTPAddr string
+	httpdns     []*steer.HTTPDNS // the gateway API's and the role's own
 	watcher     *cluster.Watcher
 }
 

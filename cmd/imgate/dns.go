@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"imgate/cluster"
+	"imgate/gateway"
 	"imgate/steer"
 )
 
@@ -101,8 +102,33 @@ func (sys *system) registerHTTPDNS(o options) error {
 	if err != nil {
 		return fmt.Errorf("[dns]: %w", err)
 	}
+	sys.httpdns = append(sys.httpdns, h)
 	sys.srv.HandlePublicHTTP(steer.Pattern, h.ServeHTTP)
 	return nil
+}
+
+// reloadSteering re-reads the [dns] section on SIGHUP: regions, TTL,
+// hostnames, nameservers, max answers, trust_forwarded. A bad file
+// changes nothing.
+func (sys *system) reloadSteering(cmd string, args []string, log *slog.Logger) {
+	if sys.dns == nil && len(sys.httpdns) == 0 {
+		return
+	}
+	o, err := loadOptions(cmd, args, options{Gateway: gateway.DefaultConfig(), Cluster: defaultClusterConfig(), Route: defaultRouteConfig(), DNS: defaultDNSConfig()})
+	if err == nil && sys.dns != nil {
+		err = sys.dns.Reload(o.DNS)
+	}
+	for _, h := range sys.httpdns {
+		if err == nil {
+			err = h.Reload(o.DNS)
+		}
+	}
+	if err != nil {
+		log.Error("SIGHUP: [dns] reload failed; keeping the running configuration", "err", err)
+		sdNotify("STATUS=reload failed: " + err.Error())
+		return
+	}
+	log.Info("SIGHUP: [dns] reloaded", "regions", len(o.DNS.Regions))
 }
 
 // startSteering starts the responder, with its HTTP port, where cmd runs
@@ -151,6 +177,7 @@ func (sys *system) startSteering(cmd string, o options, cc cluster.Config, log *
 	if err != nil {
 		return fmt.Errorf("[dns]: %w", err)
 	}
+	sys.httpdns = append(sys.httpdns, h)
 	mux := http.NewServeMux()
 	mux.Handle(steer.Pattern, h)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -54,8 +54,8 @@ cidrs = ["10.2.0.0/16"]
 
 // `imgate dns` as systemd runs it: READY=1 once listening, even with the
 // bus unreachable (it keeps reconnecting); SERVFAIL while no gateway is
-// known, /healthz 503 while the bus is down; SIGHUP does not end it;
-// SIGTERM does, cleanly.
+// known, /healthz 503 while the bus is down; SIGHUP reloads [dns];
+// SIGTERM ends it cleanly.
 func TestDNSProcess(t *testing.T) {
 	dig, err := exec.LookPath("dig")
 	if err != nil {
@@ -68,8 +68,12 @@ func TestDNSProcess(t *testing.T) {
 	dir := t.TempDir()
 	port, web := freePort(t), freePort(t)
 	conf := filepath.Join(dir, "dns.toml")
-	os.WriteFile(conf, []byte(fmt.Sprintf("[cluster]\nnats = [\"nats://127.0.0.1:%d\"]\n[dns]\nzone = \"gw.test\"\nlisten = \"127.0.0.1:%d\"\nhttp_addr = \"127.0.0.1:%d\"\n",
-		freePort(t), port, web)), 0o600)
+	natsPort := freePort(t)
+	write := func(extra string) {
+		os.WriteFile(conf, []byte(fmt.Sprintf("[cluster]\nnats = [\"nats://127.0.0.1:%d\"]\n[dns]\nzone = \"gw.test\"\nlisten = \"127.0.0.1:%d\"\nhttp_addr = \"127.0.0.1:%d\"\n%s",
+			natsPort, port, web, extra)), 0o600)
+	}
+	write("")
 	if out, err := exec.Command(bin, "config", "check", conf).CombinedOutput(); err != nil {
 		t.Fatalf("config check: %v\n%s", err, out)
 	}
@@ -87,9 +91,17 @@ func TestDNSProcess(t *testing.T) {
 		<-exited
 	})
 	expectNotify(t, notes, "READY=1")
-	out, _ := exec.Command(dig, "@127.0.0.1", "-p", fmt.Sprint(port), "+time=2", "+tries=1", "gw.test", "A").CombinedOutput()
-	if !strings.Contains(string(out), "status: SERVFAIL") {
-		t.Errorf("no gateway known: want SERVFAIL\n%s", out)
+	status := func(name string) string {
+		out, _ := exec.Command(dig, "@127.0.0.1", "-p", fmt.Sprint(port), "+time=2", "+tries=1", name, "A").CombinedOutput()
+		_, s, _ := strings.Cut(string(out), "status: ")
+		s, _, _ = strings.Cut(s, ",")
+		return s
+	}
+	if s := status("gw.test"); s != "SERVFAIL" {
+		t.Errorf("no gateway known: %s, want SERVFAIL", s)
+	}
+	if s := status("edge.gw.test"); s != "NXDOMAIN" {
+		t.Errorf("edge.gw.test before the reload: %s, want NXDOMAIN", s)
 	}
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", web))
 	if err != nil {
@@ -99,13 +111,15 @@ func TestDNSProcess(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("/healthz with the bus down: %s, want 503", resp.Status)
 	}
+	// SIGHUP re-reads [dns]: edge.gw.test becomes a gateway hostname.
+	write("hostnames = [\"edge.gw.test\"]\n")
 	cmd.Process.Signal(syscall.SIGHUP)
-	time.Sleep(100 * time.Millisecond) // a negative check: still running after the signal
-	select {
-	case err := <-exited:
-		exited <- err
-		t.Fatalf("SIGHUP ended the process: %v", err)
-	default:
+	deadline := time.Now().Add(10 * time.Second)
+	for status("edge.gw.test") != "SERVFAIL" {
+		if time.Now().After(deadline) {
+			t.Fatal("edge.gw.test not a hostname after SIGHUP")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	expectNotify(t, notes, "STOPPING=1")

@@ -96,7 +96,7 @@ func flagGiven(args []string, name string) bool {
 func serve(cmd string, args []string, sys *system, log *slog.Logger, lv *slog.LevelVar) error {
 	srv := sys.srv
 	if srv == nil {
-		return serveDaemon(sys, log)
+		return serveDaemon(cmd, args, sys, log)
 	}
 	base := gateway.DefaultConfig()
 	sig := make(chan os.Signal, 4)
@@ -123,6 +123,7 @@ func serve(cmd string, args []string, sys *system, log *slog.Logger, lv *slog.Le
 			switch {
 			case s == syscall.SIGHUP:
 				reload(cmd, args, base, srv, log, lv)
+				sys.reloadSteering(cmd, args, log)
 				sdNotify(status())
 			case s == syscall.SIGTERM && !srv.Draining():
 				log.Info("SIGTERM: draining", "period", srv.Config().DrainTimeout)
@@ -153,11 +154,10 @@ func serve(cmd string, args []string, sys *system, log *slog.Logger, lv *slog.Le
 }
 
 // serveDaemon runs a process without a gateway (the route daemon, the
-// smart-DNS responder) until SIGINT or SIGTERM. SIGHUP changes nothing in
-// these roles (a restart applies a new config; the DNS answers follow the
-// cluster by themselves): it is logged instead of ending the process, as
-// the signal's default action would.
-func serveDaemon(sys *system, log *slog.Logger) error {
+// smart-DNS responder) until SIGINT or SIGTERM. SIGHUP re-reads the [dns]
+// section where the responder runs; the route daemon reloads nothing and
+// says so, instead of ending as the signal's default action would.
+func serveDaemon(cmd string, args []string, sys *system, log *slog.Logger) error {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
@@ -169,7 +169,10 @@ func serveDaemon(sys *system, log *slog.Logger) error {
 	for {
 		s := <-sig
 		if s == syscall.SIGHUP {
-			log.Info("SIGHUP: this role reloads nothing; restart it to apply a new configuration")
+			if sys.dns == nil {
+				log.Info("SIGHUP: this role reloads nothing; restart it to apply a new configuration")
+			}
+			sys.reloadSteering(cmd, args, log)
 			continue
 		}
 		log.Info("shutting down", "signal", s.String())
