@@ -1,11 +1,16 @@
 package steer
 
 import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -217,5 +222,65 @@ func TestResponderReload(t *testing.T) {
 	cfg.Regions = []Region{{Name: "x", CIDRs: []string{"bad"}}}
 	if r.Reload(cfg) == nil {
 		t.Error("a bad table must be refused")
+	}
+}
+
+// Garbage on both listeners costs nothing but the parse: the responder
+// keeps answering.
+func TestResponderGarbage(t *testing.T) {
+	needDig(t)
+	f, w := startFakeCluster(t)
+	threeNodes(f)
+	r, _ := startResponder(t, testDNSConfig(), w)
+	waitFor(t, "nodes known", func() bool { return len(w.Nodes()) == 3 })
+	udp, err := net.Dial("udp", r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 600)
+	for i := range 500 {
+		n := rng.IntN(len(buf))
+		for j := range n {
+			buf[j] = byte(rng.Uint32())
+		}
+		if i%2 == 0 && n > 12 { // half look like one-question queries
+			copy(buf, []byte{0xab, 0xcd, 0x01, 0x00, 0x00, 0x01})
+		}
+		udp.Write(buf[:n])
+	}
+	tcp, err := net.Dial("tcp", r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp.Write([]byte{0xff, 0xff, 1, 2, 3}) // announces 65535 bytes, sends 3
+	tcp.Close()
+	if res := dig(t, r.Addr(), "gw.test", "A", "+subnet=10.2.0.0/16"); res.status != "NOERROR" || len(res.answers) != 3 {
+		t.Fatalf("after garbage: %s %v", res.status, res.answers)
+	}
+}
+
+func BenchmarkRespond(b *testing.B) {
+	now := time.Now()
+	var src staticSource
+	for i := range 30 {
+		src = append(src, cluster.NodeStatus{Node: fmt.Sprintf("n%02d", i), Region: []string{"eu", "us", "ap"}[i%3], Load: float64(i%7) / 10,
+			Heard: now, IntervalMS: 3_600_000, Endpoints: []string{fmt.Sprintf("tcp://10.0.%d.1:7100", i), fmt.Sprintf("quic://10.0.%d.1:7103", i)}})
+	}
+	r, err := NewResponder(testDNSConfig(), src, nil, testLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	q := new(dns.Msg)
+	q.SetQuestion("gw.test.", dns.TypeA)
+	q.SetEdns0(1232, false)
+	q.IsEdns0().Option = append(q.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: net.IPv4(10, 1, 7, 0).To4()})
+	client := netip.MustParseAddr("192.0.2.1")
+	b.ReportAllocs()
+	for b.Loop() {
+		if m := r.respond(q, client, false); len(m.Answer) != 4 {
+			b.Fatal(m)
+		}
 	}
 }

@@ -118,7 +118,7 @@ func printBanner(sys *system) {
 		fmt.Printf("  admin    redis-cli -h %s -p %s\n", hostOf(a), portOf(a))
 	}
 	if a := srv.HTTPAddr(); a != "" {
-		fmt.Printf("  http     http://%s  (/count /room /session /push/* /cluster/* /metrics /healthz)\n", a)
+		fmt.Printf("  http     http://%s  (/count /room /session /push/* /cluster/* /v1/endpoints /metrics /healthz)\n", a)
 	}
 	if sys.natsURL != "" {
 		what := "external cluster"
