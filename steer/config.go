@@ -112,6 +112,12 @@ func (c Config) Validate(dnsRole bool) []FieldError {
 	bad := func(field, format string, a ...any) {
 		out = append(out, FieldError{field, fmt.Sprintf(format, a...)})
 	}
+	if c.TTL < 0 || c.TTL > 0 && c.TTL < time.Second {
+		bad("dns.ttl", "%s: at least 1s (DNS TTLs are whole seconds)", c.TTL)
+	}
+	if c.MaxAnswers < 0 {
+		bad("dns.max_answers", "%d: must be positive", c.MaxAnswers)
+	}
 	c = c.withDefaults()
 	if dnsRole {
 		if c.Zone == "" {
