@@ -80,10 +80,10 @@ func dnsRole(cmd string, c steer.Config) bool {
 }
 
 var dnsSettings = []clusterSetting{
-	{"dns-listen", "smart-DNS responder address, UDP and TCP (`dns`, or [dns] enabled)", ostr(func(o *options) *string { return &o.DNS.Listen })},
+	{"dns-listen", "smart-DNS responder address, UDP and TCP (imgate dns, or all/gateway with [dns] enabled)", ostr(func(o *options) *string { return &o.DNS.Listen })},
 	{"dns-http", "smart-DNS role's HTTP address: HTTPDNS /v1/endpoints, /metrics, /healthz; empty disables", ostr(func(o *options) *string { return &o.DNS.HTTPAddr })},
 	{"dns-zone", "zone the responder is authoritative for", ostr(func(o *options) *string { return &o.DNS.Zone })},
-	{"dns-enabled", "run the smart-DNS responder in `all` or `gateway` too (true/false)", func(o *options, v string) error {
+	{"dns-enabled", "run the smart-DNS responder in all or gateway too (true/false)", func(o *options, v string) error {
 		b, err := strconv.ParseBool(v)
 		o.DNS.Enabled = b
 		return err
