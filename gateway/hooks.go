@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tidwall/redcon"
 
 	"imgate/proto"
@@ -117,6 +118,10 @@ func writeAdminValue(c redcon.Conn, v any) {
 func (s *Server) HandleHTTP(pattern string, h http.HandlerFunc) {
 	s.extraHTTP = append(s.extraHTTP, httpRoute{pattern, h, false})
 }
+
+// MetricsRegisterer is the registry behind /metrics, for the series of
+// what plugs into the server (HTTPDNS counts its answers there).
+func (s *Server) MetricsRegisterer() prometheus.Registerer { return s.metrics.reg }
 
 // HandlePublicHTTP adds a route that answers without the bearer token,
 // like /healthz: for what clients themselves call (HTTPDNS), which must not

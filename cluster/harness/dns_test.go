@@ -3,6 +3,8 @@ package harness
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"reflect"
@@ -103,6 +105,17 @@ func TestSmartDNS(t *testing.T) {
 	}
 	if ans.Region != "eu" || len(ans.Endpoints) != 2 || ans.Endpoints[0].Node != "eu1" || !strings.HasPrefix(ans.Endpoints[0].URL, "tcp://127.0.0.11:") {
 		t.Errorf("gateway HTTPDNS: %+v", ans)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", us.HTTP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`imgate_httpdns_requests_total{result="ok"} 1`, `imgate_dns_answers_total{region="eu"} 1`, `imgate_dns_nodes{state="healthy"} 2`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("gateway /metrics lacks %s", want)
+		}
 	}
 	// A client that locates its gateway by HTTPDNS (from 127.0.0.1: no
 	// region, so the least loaded; both are empty, so by node id: eu1).

@@ -98,7 +98,7 @@ func (sys *system) registerHTTPDNS(o options) error {
 	if sys.srv == nil || sys.node == nil {
 		return nil
 	}
-	h, err := steer.NewHTTPDNS(o.DNS, sys.node, nil)
+	h, err := steer.NewHTTPDNS(o.DNS, sys.node, steer.NewMetrics(sys.srv.MetricsRegisterer(), sys.node))
 	if err != nil {
 		return fmt.Errorf("[dns]: %w", err)
 	}
