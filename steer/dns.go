@@ -52,7 +52,6 @@ type Responder struct {
 	mu      sync.Mutex
 	servers []*dns.Server
 	udpAddr string
-	tcpAddr string
 }
 
 // zoneData is everything an answer reads from the configuration. A reload
@@ -163,19 +162,35 @@ func (r *Responder) Start() error {
 		}
 		return a
 	}
-	udp := &dns.Server{PacketConn: pc, Handler: r, MsgAcceptFunc: accept, MsgInvalidFunc: func([]byte, error) {}}
-	tcp := &dns.Server{Listener: ln, Handler: r, MsgAcceptFunc: accept, MsgInvalidFunc: func([]byte, error) {},
+	// Start returns once both serve, so that Close never meets a server
+	// that has not started (miekg/dns would refuse to shut it down).
+	started := make(chan struct{}, 2)
+	notify := func() { started <- struct{}{} }
+	udp := &dns.Server{PacketConn: pc, Handler: r, MsgAcceptFunc: accept, MsgInvalidFunc: func([]byte, error) {}, NotifyStartedFunc: notify}
+	tcp := &dns.Server{Listener: ln, Handler: r, MsgAcceptFunc: accept, MsgInvalidFunc: func([]byte, error) {}, NotifyStartedFunc: notify,
 		ReadTimeout: 2 * time.Second, IdleTimeout: func() time.Duration { return 8 * time.Second }, MaxTCPQueries: 128}
 	r.mu.Lock()
 	r.servers = []*dns.Server{udp, tcp}
-	r.udpAddr, r.tcpAddr = pc.LocalAddr().String(), ln.Addr().String()
+	r.udpAddr = pc.LocalAddr().String()
 	r.mu.Unlock()
-	for _, s := range r.servers {
+	failed := make(chan error, 2)
+	for _, s := range []*dns.Server{udp, tcp} {
 		go func(s *dns.Server) {
 			if err := s.ActivateAndServe(); err != nil && !errors.Is(err, net.ErrClosed) {
 				r.log.Error("dns server stopped", "err", err)
+				failed <- err
 			}
 		}(s)
+	}
+	for range 2 {
+		select {
+		case <-started:
+		case err := <-failed:
+			r.Close()
+			pc.Close()
+			ln.Close()
+			return fmt.Errorf("dns serve: %w", err)
+		}
 	}
 	return nil
 }
