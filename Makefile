@@ -68,6 +68,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzKCPDatagram -fuzztime $(FUZZTIME) -parallel 1 ./transport
 	$(GO) test -run '^$$' -fuzz FuzzInput -fuzztime $(FUZZTIME) -parallel 1 ./transport/arq
 	$(GO) test -run '^$$' -fuzz FuzzToken -fuzztime $(FUZZTIME) -parallel 1 ./cluster
+	$(GO) test -run '^$$' -fuzz FuzzRespond -fuzztime $(FUZZTIME) -parallel 1 ./steer
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

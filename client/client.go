@@ -71,6 +71,11 @@ type Config struct {
 	// defaults to /ws), tried in order; after a failure the next one is
 	// tried first.
 	Endpoints []string
+	// EndpointsFunc, when set, is called at the start of every connect
+	// pass for a fresh list, best first (HTTPDNS in locate.go asks the
+	// cluster for the nearest healthy gateways); on error the current list
+	// is kept. Endpoints may then be empty: the first pass fetches it.
+	EndpointsFunc func(ctx context.Context) ([]string, error)
 	// Token is sent in AUTH when TokenFunc is nil.
 	Token string
 	// TokenFunc, when set, is called for a fresh token on every connect and
@@ -200,7 +205,7 @@ type Client struct {
 // authentication refusal comes back as a *proto.Error.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	cfg = cfg.withDefaults()
-	if len(cfg.Endpoints) == 0 {
+	if len(cfg.Endpoints) == 0 && cfg.EndpointsFunc == nil {
 		return nil, errors.New("client: no endpoints")
 	}
 	c := &Client{
@@ -588,9 +593,13 @@ func (c *Client) reconnect(now bool) (*session, error) {
 	}
 }
 
-// connectPass tries every endpoint once, starting with nextEndpoint.
+// connectPass tries every endpoint once, starting with nextEndpoint, after
+// refreshing the list when an EndpointsFunc is set.
 func (c *Client) connectPass(ctx context.Context) (*session, error) {
 	var errs []error
+	if err := c.refreshEndpoints(ctx); err != nil && len(c.endpoints) == 0 {
+		return nil, err
+	}
 	for i := range c.endpoints {
 		idx := (c.nextEndpoint + i) % len(c.endpoints)
 		s, err := c.connectEndpoint(ctx, c.endpoints[idx])

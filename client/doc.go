@@ -1,7 +1,9 @@
 // Package client is the Go client library for imgate: it dials a gateway
 // over tcp://, tls://, ws://, wss:// or quic://, authenticates, keeps the connection
 // alive with heartbeats, correlates requests with their replies, delivers
-// pushes, and reconnects with jittered backoff, re-joining its rooms.
+// pushes, and reconnects with jittered backoff, re-joining its rooms. With
+// Config.EndpointsFunc (HTTPDNS in locate.go) each connect pass first asks
+// the cluster for the nearest healthy gateways.
 //
 // Invariants:
 //   - Each connection has one reader goroutine and one write path (a mutex

@@ -132,12 +132,24 @@ func writeAdminValue(c redcon.Conn, v any) {
 // bearer token like the built-in ones. pattern is a net/http pattern
 // ("GET /cluster/nodes").
 func (s *Server) HandleHTTP(pattern string, h http.HandlerFunc) {
-	s.extraHTTP = append(s.extraHTTP, httpRoute{pattern, h})
+	s.extraHTTP = append(s.extraHTTP, httpRoute{pattern, h, false})
+}
+
+// MetricsRegisterer is the registry behind /metrics, for the series of
+// what plugs into the server (HTTPDNS counts its answers there).
+func (s *Server) MetricsRegisterer() prometheus.Registerer { return s.metrics.reg }
+
+// HandlePublicHTTP adds a route that answers without the bearer token,
+// like /healthz: for what clients themselves call (HTTPDNS), which must not
+// need the operator's token.
+func (s *Server) HandlePublicHTTP(pattern string, h http.HandlerFunc) {
+	s.extraHTTP = append(s.extraHTTP, httpRoute{pattern, h, true})
 }
 
 type httpRoute struct {
 	pattern string
 	handler http.HandlerFunc
+	public  bool
 }
 
 // WriteJSON and HTTPError answer API requests the way the built-in routes do.

@@ -109,7 +109,11 @@ func (s *Server) httpHandler() http.Handler {
 	api("GET /room", s.httpRoom)
 	api("GET /session", s.httpSession)
 	for _, r := range s.extraHTTP {
-		api(r.pattern, r.handler)
+		if r.public {
+			mux.HandleFunc(r.pattern, r.handler)
+		} else {
+			api(r.pattern, r.handler)
+		}
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")

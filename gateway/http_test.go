@@ -310,6 +310,9 @@ func TestHTTPBearerToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ok := func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }
+	s.HandleHTTP("GET /extra", ok)
+	s.HandlePublicHTTP("GET /v1/public", ok)
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -335,6 +338,9 @@ func TestHTTPBearerToken(t *testing.T) {
 		{"/count", "Bearer s3cret", http.StatusOK},
 		{"/healthz", "", http.StatusOK},
 		{"/metrics", "", http.StatusOK},
+		{"/extra", "", http.StatusUnauthorized},
+		{"/extra", "Bearer s3cret", http.StatusOK},
+		{"/v1/public", "", http.StatusOK}, // HandlePublicHTTP: what clients call (HTTPDNS)
 	}
 	for _, tc := range cases {
 		if got := get(tc.path, tc.auth); got != tc.want {

@@ -257,12 +257,10 @@ func (c *Cluster) StartNATS(n int) error {
 listen: 127.0.0.1:%d
 max_payload: 8MB
 jetstream { store_dir: %q }
-cluster {
-  name: imgate-harness
-  listen: 127.0.0.1:%d
-  routes: [%s]
-}
-`, name, ports[2*i], filepath.Join(c.Dir, name), ports[2*i+1], strings.Join(routes, ", "))
+`, name, ports[2*i], filepath.Join(c.Dir, name))
+		if n > 1 { // JetStream refuses a cluster block without routes
+			conf += fmt.Sprintf("cluster {\n  name: imgate-harness\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", ports[2*i+1], strings.Join(routes, ", "))
+		}
 		path := filepath.Join(c.Dir, name+".conf")
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 			return err

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"imgate/cluster"
 	"imgate/gateway"
 	"imgate/route"
+	"imgate/steer"
 )
 
 // options is every component's configuration, from one file, one
@@ -22,6 +24,7 @@ type options struct {
 	Gateway  gateway.Config
 	Cluster  cluster.Config
 	Route    route.Config
+	DNS      steer.Config
 	LogLevel string
 }
 
@@ -128,6 +131,7 @@ func loadClusterFile(path string, o *options) error {
 		setDur(&b.BreakerCooldown, s.BreakerCooldown)
 		r.Bridges = append(r.Bridges, b)
 	}
+	f.DNS.apply(&o.DNS)
 	return nil
 }
 
@@ -193,16 +197,16 @@ var clusterSettings = []clusterSetting{
 	{"route-token", "bearer token the route daemon's API requires", ostr(func(o *options) *string { return &o.Route.HTTPToken })},
 }
 
-func registerClusterFlags(fs *flag.FlagSet) map[string]*string {
-	values := make(map[string]*string, len(clusterSettings))
-	for _, s := range clusterSettings {
+func registerClusterFlags(fs *flag.FlagSet, settings []clusterSetting) map[string]*string {
+	values := make(map[string]*string, len(settings))
+	for _, s := range settings {
 		values[s.name] = fs.String(s.name, "", s.usage+" (env "+envName(s.name)+")")
 	}
 	return values
 }
 
-func applyClusterFlags(values map[string]*string, given map[string]bool, o *options) error {
-	for _, s := range clusterSettings {
+func applyClusterFlags(settings []clusterSetting, values map[string]*string, given map[string]bool, o *options) error {
+	for _, s := range settings {
 		v, ok := *values[s.name], given[s.name]
 		if !ok {
 			v, ok = os.LookupEnv(envName(s.name))
@@ -227,12 +231,20 @@ type system struct {
 	echo     *cluster.Backend
 	conns    []interface{ Close() }
 	natsURL  string
+
+	// The DNS role (dns.go).
+	dns         *steer.Responder
+	dnsHTTP     *http.Server
+	dnsHTTPAddr string
+	httpdns     []*steer.HTTPDNS // the gateway API's and the role's own
+	watcher     *cluster.Watcher
 }
 
 // startSystem starts the roles of cmd: `all` a gateway node, an embedded
 // NATS (unless --nats), the route daemon and the echo backend of SVID 1;
 // `gateway` a gateway node, on the bus when --nats is given; `route` the
-// route daemon alone.
+// route daemon alone; `dns` the smart-DNS responder alone (dns.go), which
+// `all` and `gateway` also run with [dns] enabled.
 func startSystem(cmd string, o options, log *slog.Logger) (sys *system, err error) {
 	sys = &system{}
 	defer func() {
@@ -242,7 +254,7 @@ func startSystem(cmd string, o options, log *slog.Logger) (sys *system, err erro
 	}()
 	cc := o.Cluster
 	cc.NodeID = o.Gateway.NodeID
-	onBus := cmd == "all" || cmd == "route" || len(cc.NATS) > 0
+	onBus := cmd == "all" || cmd == "route" || cmd == "dns" || len(cc.NATS) > 0
 	if cmd == "all" && len(cc.NATS) == 0 {
 		sys.embedded, err = cluster.StartEmbedded(cc.Embedded, o.Gateway.NodeID, o.Gateway.DataDir, log)
 		if err != nil {
@@ -250,13 +262,13 @@ func startSystem(cmd string, o options, log *slog.Logger) (sys *system, err erro
 		}
 		sys.natsURL = sys.embedded.ClientURL()
 	}
-	if cmd == "route" && len(cc.NATS) == 0 {
+	if (cmd == "route" || cmd == "dns") && len(cc.NATS) == 0 {
 		cc.NATS = []string{"nats://127.0.0.1:4222"}
 	}
 	if len(cc.NATS) > 0 {
 		sys.natsURL = strings.Join(cc.NATS, ",")
 	}
-	if cmd != "route" {
+	if cmd != "route" && cmd != "dns" {
 		sys.srv, err = gateway.New(o.Gateway, log)
 		if err != nil {
 			return sys, err
@@ -270,6 +282,9 @@ func startSystem(cmd string, o options, log *slog.Logger) (sys *system, err erro
 			if sys.node, err = cluster.Attach(sys.srv, paths, cc, log); err != nil {
 				return sys, err
 			}
+			if err := sys.registerHTTPDNS(o); err != nil {
+				return sys, err
+			}
 		}
 		if err := sys.srv.Start(); err != nil {
 			return sys, err
@@ -279,6 +294,9 @@ func startSystem(cmd string, o options, log *slog.Logger) (sys *system, err erro
 				return sys, err
 			}
 		}
+	}
+	if err := sys.startSteering(cmd, o, cc, log); err != nil {
+		return sys, err
 	}
 	if cmd == "all" || cmd == "route" {
 		paths, err := cluster.ConnectPaths(cc, "imgate-route "+o.Gateway.NodeID, sys.embedded, log)
@@ -309,6 +327,7 @@ func startSystem(cmd string, o options, log *slog.Logger) (sys *system, err erro
 }
 
 func (sys *system) stop(log *slog.Logger) {
+	sys.stopSteering()
 	if sys.srv != nil {
 		sys.srv.Close()
 	}

@@ -73,6 +73,7 @@ type fileConfig struct {
 	} `toml:"auth"`
 	Cluster clusterFile `toml:"cluster"` // cluster.go
 	Route   routeFile   `toml:"route"`
+	DNS     dnsFile     `toml:"dns"` // dns.go
 }
 
 type duration time.Duration
@@ -241,7 +242,7 @@ func envName(flag string) string {
 
 // loadConfig builds the gateway config for `imgate all|gateway`.
 func loadConfig(cmd string, args []string, base gateway.Config) (gateway.Config, string, error) {
-	o, err := loadOptions(cmd, args, options{Gateway: base, Cluster: defaultClusterConfig(), Route: defaultRouteConfig()})
+	o, err := loadOptions(cmd, args, options{Gateway: base, Cluster: defaultClusterConfig(), Route: defaultRouteConfig(), DNS: defaultDNSConfig()})
 	return o.Gateway, o.LogLevel, err
 }
 
@@ -255,7 +256,8 @@ func loadOptions(cmd string, args []string, base options) (options, error) {
 	for _, s := range settings {
 		values[s.name] = fs.String(s.name, "", s.usage+" (env "+envName(s.name)+")")
 	}
-	clusterValues := registerClusterFlags(fs)
+	clusterValues := registerClusterFlags(fs, clusterSettings)
+	dnsValues := registerClusterFlags(fs, dnsSettings)
 	if err := fs.Parse(args); err != nil {
 		return base, err
 	}
@@ -283,7 +285,10 @@ func loadOptions(cmd string, args []string, base options) (options, error) {
 			return o, fmt.Errorf("--%s %q: %w", s.name, v, err)
 		}
 	}
-	if err := applyClusterFlags(clusterValues, given, &o); err != nil {
+	if err := applyClusterFlags(clusterSettings, clusterValues, given, &o); err != nil {
+		return o, err
+	}
+	if err := applyClusterFlags(dnsSettings, dnsValues, given, &o); err != nil {
 		return o, err
 	}
 	o.LogLevel = *logLevel

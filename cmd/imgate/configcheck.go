@@ -69,6 +69,13 @@ func checkConfigFile(path string) []string {
 	if f.LogFormat != nil && *f.LogFormat != "text" && *f.LogFormat != "json" {
 		out = append(out, at("log_format")+fmt.Sprintf(": %q: want text or json", *f.LogFormat))
 	}
+	// [dns]: the region table always (every cluster gateway serves HTTPDNS
+	// from it); the responder's settings when the file means to run it.
+	dc := defaultDNSConfig()
+	f.DNS.apply(&dc)
+	for _, fe := range dc.Validate(dc.Enabled || f.DNS.Zone != nil || f.DNS.Listen != nil) {
+		out = append(out, at(fe.Field)+": "+fe.Msg)
+	}
 	return out
 }
 

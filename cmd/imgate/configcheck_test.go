@@ -37,6 +37,13 @@ func TestConfigCheck(t *testing.T) {
 		{"key file missing", "[[auth.keys]]\nid = \"a\"\nalg = \"HS256\"\nsecret_file = \"" + secret + "\"\n[[auth.keys]]\nid = \"b\"\nalg = \"HS256\"\nsecret_file = \"/nonexistent/key\"\n",
 			[]string{":5: auth.keys[1]: auth key \"b\": read secret_file: open /nonexistent/key"}},
 		{"key too short", "[[auth.keys]]\nalg = \"HS256\"\nsecret_file = \"" + short + "\"\n", []string{":1: auth.keys[0]: auth key (no id): HS256 secret is 8 bytes"}},
+		{"dns", "[dns]\nzone = \"gw.example.com\"\nhostnames = [\"gw.example.com\", \"push.example.net\"]\nttl = \"2h\"\n" +
+			"[[dns.region]]\nname = \"eu\"\ncidrs = [\"10.0.0.0/8\"]\nfallback = [\"us\"]\n[[dns.region]]\nname = \"us\"\ncidrs = [\"10.0.0.0/33\"]\n",
+			[]string{":3: dns.hostnames[1]: \"push.example.net.\" is not a name inside zone", ":4: dns.ttl: 2h0m0s: at most 1h0m0s", ":9: dns.region[1]: region \"us\": cidr \"10.0.0.0/33\""}},
+		{"dns without a zone", "[dns]\nenabled = true\n[[dns.region]]\nname = \"eu\"\nfallback = [\"ap\"]\n",
+			[]string{": dns.zone: required", "dns.region: region \"eu\": fallback \"ap\" is not a region"}},
+		{"dns limits", "[dns]\nttl = \"500ms\"\nmax_answers = -1\n", []string{":2: dns.ttl: 500ms: at least 1s", ":3: dns.max_answers: -1: must be positive"}},
+		{"dns regions only (HTTPDNS on a gateway)", "[[dns.region]]\nname = \"eu\"\ncidrs = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n", nil},
 		{"log settings", "log_level = \"loud\"\nlog_format = \"xml\"\n", []string{":1: log_level: \"loud\"", ":2: log_format: \"xml\""}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -96,7 +96,7 @@ func flagGiven(args []string, name string) bool {
 func serve(cmd string, args []string, sys *system, log *slog.Logger, lv *slog.LevelVar) error {
 	srv := sys.srv
 	if srv == nil {
-		return serveDaemon(sys, log)
+		return serveDaemon(cmd, args, sys, log)
 	}
 	base := gateway.DefaultConfig()
 	sig := make(chan os.Signal, 4)
@@ -123,6 +123,7 @@ func serve(cmd string, args []string, sys *system, log *slog.Logger, lv *slog.Le
 			switch {
 			case s == syscall.SIGHUP:
 				reload(cmd, args, base, srv, log, lv)
+				sys.reloadSteering(cmd, args, log)
 				sdNotify(status())
 			case s == syscall.SIGTERM && !srv.Draining():
 				log.Info("SIGTERM: draining", "period", srv.Config().DrainTimeout)
@@ -152,18 +153,33 @@ func serve(cmd string, args []string, sys *system, log *slog.Logger, lv *slog.Le
 	}
 }
 
-// serveDaemon runs a process without a gateway (the route daemon) until
-// SIGINT or SIGTERM.
-func serveDaemon(sys *system, log *slog.Logger) error {
+// serveDaemon runs a process without a gateway (the route daemon, the
+// smart-DNS responder) until SIGINT or SIGTERM. SIGHUP re-reads the [dns]
+// section where the responder runs; the route daemon reloads nothing and
+// says so, instead of ending as the signal's default action would.
+func serveDaemon(cmd string, args []string, sys *system, log *slog.Logger) error {
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
-	sdNotify("READY=1\nSTATUS=route daemon serving")
-	s := <-sig
-	log.Info("shutting down", "signal", s.String())
-	sdNotify("STOPPING=1")
-	sys.stop(log)
-	return nil
+	what := "route daemon serving"
+	if sys.daemon == nil && sys.dns != nil {
+		what = "dns responder serving on " + sys.dns.Addr()
+	}
+	sdNotify("READY=1\nSTATUS=" + what)
+	for {
+		s := <-sig
+		if s == syscall.SIGHUP {
+			if sys.dns == nil {
+				log.Info("SIGHUP: this role reloads nothing; restart it to apply a new configuration")
+			}
+			sys.reloadSteering(cmd, args, log)
+			continue
+		}
+		log.Info("shutting down", "signal", s.String())
+		sdNotify("STOPPING=1")
+		sys.stop(log)
+		return nil
+	}
 }
 
 // reload re-reads the configuration (file, environment, flags) and applies

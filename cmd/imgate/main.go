@@ -3,6 +3,7 @@
 //	imgate all       everything on one node: gateway, embedded NATS, route daemon, echo backend
 //	imgate gateway   the connection gateway (a cluster node with --nats)
 //	imgate route     the route daemon (SVIDs to HTTP backends, push API)
+//	imgate dns       the smart-DNS responder and HTTPDNS (nearest healthy gateway)
 //	imgate token     mint a client token
 //	imgate config    check a configuration file
 //	imgate version   print the version
@@ -31,6 +32,8 @@ func main() {
 	switch cmd {
 	case "all", "gateway", "route":
 		err = runGateway(cmd, args)
+	case "dns":
+		err = runDNS(args)
 	case "token":
 		err = runToken(args)
 	case "config":
@@ -60,6 +63,7 @@ commands:
   all       run the single-node system: gateway, embedded NATS, route daemon; SVID 1 echoes
   gateway   run the connection gateway; with --nats, as a node of a cluster
   route     run the route daemon: SVIDs bridged to HTTP endpoints, push API
+  dns       run the smart-DNS responder and HTTPDNS: each client gets its nearest healthy gateways
   token     mint a client token: imgate token --uid alice [--device phone] [--ttl 24h]
   config    check a configuration file: imgate config check /etc/imgate/imgate.toml
   version   print the version
@@ -69,7 +73,7 @@ Run 'imgate <command> -h' for the command's flags.
 }
 
 func runGateway(cmd string, args []string) error {
-	o, err := loadOptions(cmd, args, options{Gateway: gateway.DefaultConfig(), Cluster: defaultClusterConfig(), Route: defaultRouteConfig()})
+	o, err := loadOptions(cmd, args, options{Gateway: gateway.DefaultConfig(), Cluster: defaultClusterConfig(), Route: defaultRouteConfig(), DNS: defaultDNSConfig()})
 	if err != nil {
 		return err
 	}
@@ -90,6 +94,12 @@ func runGateway(cmd string, args []string) error {
 }
 
 func printBanner(sys *system) {
+	if sys.srv == nil && sys.daemon == nil {
+		fmt.Printf("imgate %s smart-DNS responder is up\n", version)
+		fmt.Printf("  nats     %s\n", sys.natsURL)
+		printDNSBanner(sys)
+		return
+	}
 	if sys.srv == nil {
 		fmt.Printf("imgate %s route daemon is up\n", version)
 		fmt.Printf("  nats     %s\n", sys.natsURL)
@@ -108,7 +118,7 @@ func printBanner(sys *system) {
 		fmt.Printf("  admin    redis-cli -h %s -p %s\n", hostOf(a), portOf(a))
 	}
 	if a := srv.HTTPAddr(); a != "" {
-		fmt.Printf("  http     http://%s  (/count /room /session /push/* /cluster/* /metrics /healthz)\n", a)
+		fmt.Printf("  http     http://%s  (/count /room /session /push/* /cluster/* /v1/endpoints /metrics /healthz)\n", a)
 	}
 	if sys.natsURL != "" {
 		what := "external cluster"
@@ -120,6 +130,7 @@ func printBanner(sys *system) {
 	if sys.daemon != nil && sys.daemon.HTTPAddr() != "" {
 		fmt.Printf("  route    http://%s  (/push/* /svids: push and backends over the bus)\n", sys.daemon.HTTPAddr())
 	}
+	printDNSBanner(sys)
 	fmt.Printf("  token    bin/imgate token --uid alice --data %s\n", cfg.DataDir)
 	for _, l := range srv.Listeners() {
 		if l.Kind().String() == "tcp" {
