@@ -109,8 +109,10 @@ func Attach(srv *gateway.Server, paths *Paths, cfg Config, log *slog.Logger) (*N
 	if err := n.registerQueries(); err != nil {
 		return nil, err
 	}
-	if err := srv.RegisterMetrics(n.collectors()...); err != nil {
-		return nil, err
+	for _, c := range n.collectors() {
+		if err := srv.MetricsRegisterer().Register(c); err != nil {
+			return nil, err
+		}
 	}
 	return n, nil
 }

@@ -58,17 +58,6 @@ type Relay interface {
 // SetObserver installs o (before Start).
 func (s *Server) SetObserver(o Observer) { s.observer = o }
 
-// RegisterMetrics adds collectors to the node's Prometheus registry, so a
-// layer plugged in here shows on the same /metrics.
-func (s *Server) RegisterMetrics(cs ...prometheus.Collector) error {
-	for _, c := range cs {
-		if err := s.metrics.reg.Register(c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // SetRelay installs r (before Start).
 func (s *Server) SetRelay(r Relay) { s.relay = r }
 
