@@ -547,9 +547,12 @@ func (c *Client) supervise(s *session) {
 
 // draining reports a close with SHUTDOWN: the node is draining or going
 // away and has spread its closes over time itself, so the client goes to
-// the next endpoint at once (after a jitter of up to a quarter of
-// BackoffMin) instead of waiting out a backoff, and says in its AUTH that
+// the next endpoint at once (after a jitter of up to maxMoveJitter, or a
+// quarter of BackoffMin if less) instead of waiting out a backoff, and says in its AUTH that
 // it moved, so that its new node claims the pushes the old one held.
+// maxMoveJitter bounds the wait before reconnecting after SHUTDOWN.
+const maxMoveJitter = 100 * time.Millisecond
+
 func draining(cause error) bool {
 	var pe *proto.Error
 	return errors.As(cause, &pe) && pe.Code == proto.CodeShutdown
@@ -563,7 +566,7 @@ func (c *Client) reconnect(now bool) (*session, error) {
 	for {
 		wait := c.backoff.next()
 		if now {
-			wait, now = rand.N(c.cfg.BackoffMin/4+1), false
+			wait, now = rand.N(min(c.cfg.BackoffMin/4, maxMoveJitter)+1), false
 		}
 		t := time.NewTimer(wait)
 		select {

@@ -613,10 +613,19 @@ func TestShutdownReconnectsAtOnce(t *testing.T) {
 	cfg.BackoffMin, cfg.BackoffMax = 10*time.Second, 10*time.Second
 	c := dial(t, cfg)
 	start := time.Now()
-	srv.nextConn(t).closeWith(proto.CodeShutdown, "draining")
+	fc1 := srv.nextConn(t)
+	if fc1.flags != 0 {
+		t.Errorf("first AUTH flags %#x, want 0", fc1.flags)
+	}
+	fc1.closeWith(proto.CodeShutdown, "draining")
 	fc2 := srv.nextConn(t)
 	if took := time.Since(start); took > 2*time.Second {
 		t.Fatalf("reconnect after SHUTDOWN took %v; the backoff is 10s", took)
+	}
+	// It tells the next node it moved, so that node claims the pushes the
+	// draining one held (PROTOCOL §5.1); a later ordinary reconnect does not.
+	if fc2.flags != proto.FlagMoved {
+		t.Errorf("AUTH after SHUTDOWN has flags %#x, want MOVED", fc2.flags)
 	}
 	if reply, err := c.Request(ctxT(t), 1, []byte("x")); err != nil || string(reply) != "x" || c.ConnID() != fc2.id {
 		t.Fatalf("Request after reconnect = %q, %v", reply, err)

@@ -131,6 +131,7 @@ type fakeConn struct {
 	br     *bufio.Reader
 	id     uint64
 	token  string
+	flags  uint16 // of its AUTH
 	frames chan recvFrame // every frame after AUTH, bodies copied
 
 	wmu  sync.Mutex
@@ -159,7 +160,7 @@ func (s *fakeServer) serve(nc net.Conn) {
 	if err != nil || f.Op != proto.OpAuth {
 		return
 	}
-	fc.token = string(f.Body)
+	fc.token, fc.flags = string(f.Body), f.Flags
 	s.tokens <- fc.token
 	if s.auth != nil {
 		if pe := s.auth(fc.token); pe != nil {
