@@ -46,7 +46,7 @@ test-short:
 # SVG charts), then the micro-benchmarks.
 bench: build
 	$(BIN)/imgate-bench all --out bench/out
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./proto ./broadcast ./gateway ./cluster
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./proto ./broadcast ./gateway ./cluster ./steer
 
 # Past the descriptor limit: 50,000 KCP sessions and 50,000 QUIC connections
 # on one gateway process at once, then room pushes to each and to all.
