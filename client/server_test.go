@@ -131,7 +131,7 @@ type fakeConn struct {
 	br     *bufio.Reader
 	id     uint64
 	token  string
-	flags  uint16 // of its AUTH
+	flags  uint16         // of its AUTH
 	frames chan recvFrame // every frame after AUTH, bodies copied
 
 	wmu  sync.Mutex

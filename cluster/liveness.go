@@ -257,11 +257,16 @@ func (l *liveness) nodes() []NodeStatus {
 		}
 	}
 	l.mu.Unlock()
+	sortNodes(out)
+	return out
+}
+
+// sortNodes orders statuses by node id, then incarnation.
+func sortNodes(out []NodeStatus) {
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Node != out[j].Node {
 			return out[i].Node < out[j].Node
 		}
 		return out[i].Boot < out[j].Boot
 	})
-	return out
 }

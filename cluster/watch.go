@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"encoding/json"
-	"sort"
 	"sync"
 	"time"
 
@@ -82,12 +81,7 @@ func (w *Watcher) Nodes() []NodeStatus {
 		}
 	}
 	w.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Node != out[j].Node {
-			return out[i].Node < out[j].Node
-		}
-		return out[i].Boot < out[j].Boot
-	})
+	sortNodes(out)
 	return out
 }
 

@@ -31,20 +31,7 @@ func TestSmartDNS(t *testing.T) {
 		}
 		t.Skip("dig not installed (apt-get install dnsutils)")
 	}
-	dir := t.TempDir()
-	bin, err := Build(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := New(bin, dir)
-	t.Cleanup(c.Close)
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, p := range c.procs {
-				t.Logf("--- %s (%s):\n%s", p.Name, p.Log, p.Tail(25))
-			}
-		}
-	})
+	c := newTestCluster(t)
 	if err := c.StartNATS(1); err != nil {
 		t.Fatal(err)
 	}

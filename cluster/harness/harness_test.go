@@ -23,22 +23,8 @@ func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 3 nats-server and 3 imgate processes")
 	}
-	dir := t.TempDir()
 	start := time.Now()
-	bin, err := Build(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("built imgate, imgate-echo and nats-server in %v", time.Since(start).Round(time.Millisecond))
-	c := New(bin, dir)
-	t.Cleanup(c.Close)
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, p := range c.procs {
-				t.Logf("--- %s (%s):\n%s", p.Name, p.Log, p.Tail(25))
-			}
-		}
-	})
+	c := newTestCluster(t)
 	if err := c.StartNATS(3); err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +42,30 @@ func TestCluster(t *testing.T) {
 	t.Run("nats-node-loss", func(t *testing.T) { testNATSNodeLoss(t, c, gws) })
 	t.Run("gateway-kill", func(t *testing.T) { testGatewayKill(t, c, gws) })
 	t.Run("drain", func(t *testing.T) { testDrain(t, c, gws[:2]) })
+}
+
+// newTestCluster builds the binaries into a fresh directory and returns an
+// empty cluster that stops with the test, printing its processes' logs if
+// the test failed.
+func newTestCluster(t *testing.T) *Cluster {
+	t.Helper()
+	dir := t.TempDir()
+	start := time.Now()
+	bin, err := Build(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("built imgate, imgate-echo and nats-server in %v", time.Since(start).Round(time.Millisecond))
+	c := New(bin, dir)
+	t.Cleanup(c.Close)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range c.procs {
+				t.Logf("--- %s (%s):\n%s", p.Name, p.Log, p.Tail(25))
+			}
+		}
+	})
+	return c
 }
 
 // member is a client recording its pushes.

@@ -77,20 +77,7 @@ func TestDNSProcess(t *testing.T) {
 	if out, err := exec.Command(bin, "config", "check", conf).CombinedOutput(); err != nil {
 		t.Fatalf("config check: %v\n%s", err, out)
 	}
-	sock, notes := notifySocket(t)
-	cmd := exec.Command(bin, "dns", "--config", conf, "--data", dir, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	expectNotify(t, notes, "READY=1")
+	cmd, notes, exited := startNotified(t, bin, "dns", "--config", conf, "--data", dir, "--log-level", "warn")
 	status := func(name string) string {
 		out, _ := exec.Command(dig, "@127.0.0.1", "-p", fmt.Sprint(port), "+time=2", "+tries=1", name, "A").CombinedOutput()
 		_, s, _ := strings.Cut(string(out), "status: ")

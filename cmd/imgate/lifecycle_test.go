@@ -142,20 +142,7 @@ func TestProcessLifecycle(t *testing.T) {
 	if out, err := exec.Command(bin, "config", "check", conf).CombinedOutput(); err != nil {
 		t.Fatalf("config check: %v\n%s", err, out)
 	}
-	sock, notes := notifySocket(t)
-	cmd := exec.Command(bin, "gateway", "--config", conf, "--data", dir)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	expectNotify(t, notes, "READY=1")
+	cmd, notes, exited := startNotified(t, bin, "gateway", "--config", conf, "--data", dir)
 	addr := fmt.Sprintf("127.0.0.1:%d", tcp)
 
 	if _, _, op := rawAuth(t, addr, k2, "early"); op == proto.OpAuthOK {
@@ -202,4 +189,26 @@ func TestProcessLifecycle(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("process still running 10s after SIGTERM with drain_timeout 1s")
 	}
+}
+
+// startNotified starts bin with args under a NOTIFY_SOCKET and waits for
+// READY=1; exited receives the process's end (put it back for the cleanup
+// if you take it).
+func startNotified(t *testing.T, bin string, args ...string) (*exec.Cmd, chan string, chan error) {
+	t.Helper()
+	sock, notes := notifySocket(t)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	expectNotify(t, notes, "READY=1")
+	return cmd, notes, exited
 }
