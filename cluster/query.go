@@ -438,33 +438,27 @@ func queryPage(w http.ResponseWriter, r *http.Request) (name string, offset, lim
 }
 
 func (n *Node) httpRoom(w http.ResponseWriter, r *http.Request) {
-	name, offset, limit, ok := queryPage(w, r)
-	if !ok {
-		return
-	}
-	total, ms, err := n.Room(r.Context(), name, offset, limit)
-	if err != nil {
-		gateway.HTTPError(w, http.StatusServiceUnavailable, err.Error())
-		return
-	}
-	if ms == nil {
-		ms = []RoomMember{}
-	}
-	gateway.WriteJSON(w, http.StatusOK, map[string]any{"room": name, "members": total, "sessions": ms})
+	servePage(w, r, "room", "members", n.Room)
 }
 
 func (n *Node) httpRegion(w http.ResponseWriter, r *http.Request) {
+	servePage(w, r, "region", "connections", n.Region)
+}
+
+// servePage answers a paged query: {key: name, total: count, "sessions": page}.
+func servePage[T any](w http.ResponseWriter, r *http.Request, key, total string,
+	fetch func(ctx context.Context, name string, offset, limit int) (int, []T, error)) {
 	name, offset, limit, ok := queryPage(w, r)
 	if !ok {
 		return
 	}
-	total, es, err := n.Region(r.Context(), name, offset, limit)
+	count, page, err := fetch(r.Context(), name, offset, limit)
 	if err != nil {
 		gateway.HTTPError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	if es == nil {
-		es = []Entry{}
+	if page == nil {
+		page = []T{}
 	}
-	gateway.WriteJSON(w, http.StatusOK, map[string]any{"region": name, "connections": total, "sessions": es})
+	gateway.WriteJSON(w, http.StatusOK, map[string]any{key: name, total: count, "sessions": page})
 }

@@ -21,24 +21,39 @@ func quicClientTLS(alpn string) *tls.Config {
 	return &tls.Config{InsecureSkipVerify: true, NextProtos: []string{alpn}}
 }
 
-func TestQUICEcho(t *testing.T) {
+// quicEcho is an echo QUIC listener on a fresh engine.
+func quicEcho(t *testing.T) (*Engine, Listener) {
+	t.Helper()
 	e := newTestEngine(t, Config{})
 	l, err := e.Listen("quic://127.0.0.1:0", newEcho(), selfSigned(t))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e, l
+}
+
+// dialQUICStream connects to l with the imgate ALPN and opens the stream,
+// with a 10s deadline on it; both close with the test.
+func dialQUICStream(t *testing.T, l Listener, qc *quic.Config) (*quic.Conn, *quic.Stream) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := quic.DialAddr(ctx, l.Addr().String(), quicClientTLS(ALPN), nil)
+	conn, err := quic.DialAddr(ctx, l.Addr().String(), quicClientTLS(ALPN), qc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.CloseWithError(0, "")
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
 	s, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.SetDeadline(time.Now().Add(5 * time.Second))
+	s.SetDeadline(time.Now().Add(10 * time.Second))
+	return conn, s
+}
+
+func TestQUICEcho(t *testing.T) {
+	_, l := quicEcho(t)
+	_, s := dialQUICStream(t, l, nil)
 	s.Write(proto.AppendFrame(nil, proto.Header{Op: proto.OpUplink, Seq: 1}, []byte("over quic")))
 	if f := readFrame(t, s); f.Seq != 1 || string(f.Body) != "over quic" {
 		t.Fatalf("echo %+v", f)
@@ -360,23 +375,10 @@ func TestQUICHandshakeBurst(t *testing.T) {
 // Garbage datagrams of every kind and handshakes offering the wrong ALPN
 // are counted by reason, while an established connection keeps working.
 func TestQUICBadInputCounted(t *testing.T) {
-	e := newTestEngine(t, Config{})
-	l, err := e.Listen("quic://127.0.0.1:0", newEcho(), selfSigned(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, l := quicEcho(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	good, err := quic.DialAddr(ctx, l.Addr().String(), quicClientTLS(ALPN), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.CloseWithError(0, "")
-	s, err := good.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.SetDeadline(time.Now().Add(10 * time.Second))
+	_, s := dialQUICStream(t, l, nil)
 	echo := func(seq uint32) {
 		t.Helper()
 		s.Write(proto.AppendFrame(nil, proto.Header{Op: proto.OpUplink, Seq: seq}, []byte("still here")))
@@ -454,27 +456,12 @@ func TestQUICBadInputCounted(t *testing.T) {
 // the QUIC application error code (SHUTDOWN when none was set), before the
 // socket goes: they need not wait for their idle timeout.
 func TestQUICListenerCloseTellsClients(t *testing.T) {
-	e := newTestEngine(t, Config{})
-	l, err := e.Listen("quic://127.0.0.1:0", newEcho(), selfSigned(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := quic.DialAddr(ctx, l.Addr().String(), quicClientTLS(ALPN), &quic.Config{MaxIdleTimeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseWithError(0, "")
-	s, err := conn.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.SetDeadline(time.Now().Add(5 * time.Second))
+	e, l := quicEcho(t)
+	_, s := dialQUICStream(t, l, &quic.Config{MaxIdleTimeout: time.Minute})
 	s.Write(proto.AppendFrame(nil, proto.Header{Op: proto.OpUplink, Seq: 1}, nil))
 	readFrame(t, s)
 	l.Close()
-	_, err = io.ReadAll(s)
+	_, err := io.ReadAll(s)
 	var ae *quic.ApplicationError
 	if !errors.As(err, &ae) || !ae.Remote || ae.ErrorCode != quic.ApplicationErrorCode(proto.CodeShutdown) {
 		t.Fatalf("after the listener closed: %v, want the connection closed with code %d", err, proto.CodeShutdown)
