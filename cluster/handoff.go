@@ -256,7 +256,10 @@ func (h *handoff) claim(x *gateway.Session) {
 		g.waiting++
 		h.mu.Unlock()
 	}
-	h.n.interest.userOnline(uid, func() { go h.request(x, alone) })
+	h.n.interest.userOnline(uid, func() {
+		h.n.listOnline(x)
+		go h.request(x, alone)
+	})
 }
 
 // stash keeps a user push while its user's gate is closed. It runs on the

@@ -40,6 +40,8 @@ type Node struct {
 	live     *liveness
 	subs     []*nats.Subscription
 
+	regMu sync.Mutex // orders a session's registry put (after its subscription) with its remove
+
 	stats  nodeStats
 	ctx    context.Context // ends at Close: bounds bus calls in flight
 	cancel context.CancelFunc
@@ -175,20 +177,34 @@ func (n *Node) Boot() string { return n.boot }
 
 // Observer: gateway events feed the interest and the registry.
 
+// The registry lists a session once its user's subscription is confirmed,
+// so a backend that finds a user online in the registry and pushes to it
+// reaches it.
 func (n *Node) SessionAuthed(x *gateway.Session) {
 	if x.Moved() {
 		n.handoff.claim(x)
 	} else {
-		n.interest.userOnline(x.UID(), nil)
+		n.interest.userOnline(x.UID(), func() { n.listOnline(x) })
 	}
-	n.registry.put(x)
+}
+
+// listOnline writes x's registry entry unless x has already closed (its
+// removal is then queued, or about to be, and must not be overtaken).
+func (n *Node) listOnline(x *gateway.Session) {
+	n.regMu.Lock()
+	defer n.regMu.Unlock()
+	if !x.Gone() {
+		n.registry.put(x)
+	}
 }
 
 func (n *Node) SessionClosed(x *gateway.Session) {
 	if !n.srv.HasUser(x.UID()) {
 		n.interest.maybeGone(false, x.UID())
 	}
+	n.regMu.Lock()
 	n.registry.remove(x)
+	n.regMu.Unlock()
 }
 
 // NodeDraining: tell the cluster (and so DNS and HTTPDNS) at once, and

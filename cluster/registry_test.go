@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -102,5 +103,25 @@ func TestRegistry(t *testing.T) {
 	waitUser(t, a, "bob")
 	if a.registry.resyncs.Load() == 0 || b.registry.resyncs.Load() < 2 {
 		t.Logf("resyncs: a %d, b %d", a.registry.resyncs.Load(), b.registry.resyncs.Load())
+	}
+}
+
+// A user the registry lists as online is reachable: the entry is written
+// once the node's subscription to the user is confirmed, so a backend that
+// pushes as soon as it sees the user in the registry reaches it.
+func TestRegistryListsReachableUsers(t *testing.T) {
+	e := startBus(t)
+	a := startNode(t, e, "a", nil)
+	b := startNode(t, e, "b", nil)
+	pusher := NewPusher(e.mustConn(t), "")
+	for i := range 10 {
+		uid := fmt.Sprintf("reach-%d", i)
+		c := dial(t, uid, "phone", b.tcp)
+		waitUser(t, a, uid, "b/phone")
+		if err := pusher.User(uid, Message{Payload: []byte("first")}); err != nil {
+			t.Fatal(err)
+		}
+		c.waitPayloads(t, "first")
+		c.Close()
 	}
 }

@@ -62,6 +62,9 @@ func (s *Session) Device() string {
 	return s.device
 }
 
+// Gone reports whether the connection has closed (OnClose ran).
+func (s *Session) Gone() bool { return s.gone.Load() }
+
 // Moved reports whether the client said, in its AUTH, that a draining node
 // sent it here (proto.FlagMoved).
 func (s *Session) Moved() bool { return s.authed.Load() && s.moved }
