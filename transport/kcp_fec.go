@@ -128,19 +128,14 @@ func (s *kcpSession) closeGroup() {
 	}
 	codec, err := rsCodec(f.data, f.parity)
 	if err == nil {
-		all := make([][]byte, f.data+f.parity)
-		for i := range f.data {
-			if i < k {
-				all[i] = padTo(f.shards[i], size)
-			} else {
-				all[i] = make([]byte, size)
-			}
-		}
-		for i := f.data; i < len(all); i++ {
-			all[i] = make([]byte, size)
+		sc := getFECScratch(f.data+f.parity, size, s.sock.reserve-2+size)
+		defer fecScratchPool.Put(sc)
+		all := sc.shards
+		for i := range k {
+			copy(all[i], f.shards[i]) // the rest of each shard is zero
 		}
 		if err = codec.Encode(all); err == nil {
-			pkt := make([]byte, s.sock.reserve-2+size)
+			pkt := sc.pkt
 			for j := range np {
 				hdr := pkt[s.sock.reserve-kcpFECHeader-2:]
 				binary.BigEndian.PutUint32(hdr, f.seq+uint32(f.data+j))
@@ -160,6 +155,38 @@ func (s *kcpSession) closeGroup() {
 		f.shards = nil // an idle session keeps no array
 	}
 	f.seq += uint32(f.data + f.parity)
+}
+
+// fecScratch is one group's encoding space, pooled: the shards (zeroed,
+// each exactly the group's shard size) and the parity datagram.
+type fecScratch struct {
+	back   []byte
+	shards [][]byte
+	pkt    []byte
+}
+
+var fecScratchPool sync.Pool
+
+func getFECScratch(n, size, pktSize int) *fecScratch {
+	sc, _ := fecScratchPool.Get().(*fecScratch)
+	if sc == nil {
+		sc = &fecScratch{}
+	}
+	if cap(sc.back) < n*size {
+		sc.back = make([]byte, n*size)
+	}
+	sc.back = sc.back[:n*size]
+	clear(sc.back)
+	sc.shards = sc.shards[:0]
+	for i := range n {
+		sc.shards = append(sc.shards, sc.back[i*size:(i+1)*size:(i+1)*size])
+	}
+	if cap(sc.pkt) < pktSize {
+		sc.pkt = make([]byte, pktSize)
+	}
+	sc.pkt = sc.pkt[:pktSize]
+	clear(sc.pkt)
+	return sc
 }
 
 func padTo(b []byte, n int) []byte {
