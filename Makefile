@@ -35,6 +35,8 @@ test: build
 	$(GO) test $(TESTFLAGS) -v $(WEAKNET_PKG)
 	@echo "allocation assertions (the race detector perturbs sync.Pool, so they run without -race):"
 	$(GO) test -count=1 -run 'Alloc' ./proto ./broadcast ./gateway ./client
+	@echo "QUIC 0-RTT (quic-go races with itself there, quic-go/quic-go#4303: without -race):"
+	$(GO) test -count=1 -run '0RTT' ./transport ./gateway ./client
 	@echo "connection bursts at full size (the race detector slows handshakes tenfold):"
 	$(GO) test -count=1 -run 'Burst' ./transport
 

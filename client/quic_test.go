@@ -112,6 +112,9 @@ func quicOf(s *session) *quicStream { return s.conn.(*streamConn).rwc.(*quicStre
 // node's handshake flight until the node has answered, so that neither
 // side completes its handshake before.
 func TestQUIC0RTTReconnect(t *testing.T) {
+	if raceEnabled {
+		t.Skip("quic-go/quic-go#4303: quic-go races with itself on a 0-RTT stream; make test runs this without -race")
+	}
 	s, url, tok := quicGateway(t, "r")
 	u, _ := neturl.Parse(url)
 	proxy, err := quictest.NewProxy(u.Host)
@@ -190,6 +193,9 @@ func TestQUIC0RTTReconnect(t *testing.T) {
 // and a request waiting for the connection go again, and the connection
 // brings a ticket that works.
 func TestQUIC0RTTRejectedAfterRestart(t *testing.T) {
+	if raceEnabled {
+		t.Skip("quic-go/quic-go#4303: quic-go races with itself on a 0-RTT stream; make test runs this without -race")
+	}
 	dir := t.TempDir()
 	first, url, tok := quicGatewayAt(t, "z", "127.0.0.1:0", dir)
 	u, _ := neturl.Parse(url)

@@ -20,6 +20,12 @@ func (n *Node) deliver(m *nats.Msg, path int) {
 	if !ok {
 		return
 	}
+	if strings.HasPrefix(rest, "handoff.") {
+		// A claim (one path's queue member gets it): answered here, after
+		// the pushes that arrived before it.
+		n.handoff.answer(rest, m)
+		return
+	}
 	now := time.Now()
 	if !n.paths.Trusted(path, now) {
 		return // the other path carries everything while this one recovers
@@ -36,6 +42,10 @@ func (n *Node) deliver(m *nats.Msg, path int) {
 	}
 	if n.handoff.stash(rest, m) {
 		return // a moved user's pushes wait for its handoff (handoff.go)
+	}
+	if id, uid, late := n.handoff.lateTarget(rest, m); late {
+		n.handoff.late(id, uid, m)
+		return
 	}
 	if origin != "" && !n.dedup.first(origin, m.Subject, seq, now) {
 		n.stats.duplicates.Add(1)

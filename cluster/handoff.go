@@ -31,6 +31,12 @@ import (
 //     that reached both nodes (published after the new subscription and
 //     before the claim) is delivered once, and each publisher's pushes stay
 //     in order.
+//   - The claim reaches the old node through the same inbound queue as its
+//     user pushes, so the answer holds every push that arrived before it.
+//     For lateWindow after answering, the old node forwards the user pushes
+//     that still reach it (published on a NATS server that had not yet
+//     heard of the new subscription) to the moved connection, with their
+//     stamps, and the new node delivers those it has not seen.
 //
 // A claim that finds no hold (NATS answers "no responders" at once) opens
 // the gate at once. Holds are bounded in bytes and in time (Handoff*); what
@@ -57,7 +63,7 @@ type handoff struct {
 	countMu   sync.Mutex
 	heldUsers map[string]int
 
-	held, claimed, unclaimed, expired, dropped, delivered, duplicates atomic.Uint64
+	held, claimed, unclaimed, expired, dropped, delivered, duplicates, forwarded atomic.Uint64
 }
 
 // hold is what the old node keeps for one drained device.
@@ -66,8 +72,23 @@ type hold struct {
 	since       time.Time
 	msgs        []heldPush
 	bytes       int
-	subs        []*nats.Subscription
+	subs        []*nats.Subscription // claim subscriptions, until claimed
+	to          *claim               // set once claimed: late pushes go there
+	until       time.Time            // end of the late window
 }
+
+// claim is a claim's body: the moved connection.
+type claim struct {
+	Node string `json:"node"`
+	Conn uint64 `json:"conn"`
+}
+
+// lateWindow is how long a claimed hold forwards the pushes that still
+// reach the old node.
+const lateWindow = time.Second
+
+// opLate marks a forwarded push on a connection subject.
+const opLate = "late"
 
 // heldPush is one push in a claim's answer.
 type heldPush struct {
@@ -105,8 +126,8 @@ func (h *handoff) begin(x *gateway.Session, kick func()) {
 	hd := &hold{uid: uid, device: device, since: time.Now()}
 	// Subscribed before the client can hear the CLOSE, so its claim finds
 	// the hold. One queue group over the paths: one answer per claim.
-	for _, nc := range h.n.paths.Conns() {
-		sub, err := nc.QueueSubscribe(h.subject(uid, device), "handoff", func(m *nats.Msg) { h.answer(hd, m) })
+	for p, nc := range h.n.paths.Conns() {
+		sub, err := nc.ChanQueueSubscribe(h.subject(uid, device), "handoff", h.n.inbound[p])
 		if err == nil {
 			hd.subs = append(hd.subs, sub)
 		}
@@ -148,7 +169,8 @@ func (h *handoff) hasHold(uid string) bool {
 }
 
 // pushUser delivers a user push on the old side: to the user's local
-// connections, and into each of the user's holds.
+// connections, and into each of the user's holds (or, once claimed, on to
+// the moved connection).
 func (h *handoff) pushUser(uid string, m *nats.Msg, origin string, seq uint64) {
 	p := pushOf(m)
 	if !h.draining.Load() {
@@ -160,6 +182,10 @@ func (h *handoff) pushUser(uid string, m *nats.Msg, origin string, seq uint64) {
 	h.n.srv.PushUser(uid, p)
 	limit := h.n.cfg.HandoffBytes
 	for _, hd := range h.holds[uid] {
+		if hd.to != nil {
+			h.forward(hd, m)
+			continue
+		}
 		hd.msgs = append(hd.msgs, heldPush{Origin: origin, Seq: seq, Conv: p.ConvID, MsgSeq: p.Seq, Data: m.Data})
 		hd.bytes += len(m.Data) + 64
 		for hd.bytes > limit && len(hd.msgs) > 0 {
@@ -170,19 +196,69 @@ func (h *handoff) pushUser(uid string, m *nats.Msg, origin string, seq uint64) {
 	}
 }
 
-// answer serves a claim: the first takes the hold; a claim that finds it
-// gone gets no answer (the other path's member answered it).
-func (h *handoff) answer(hd *hold, m *nats.Msg) {
-	if !h.take(hd) {
+// answer serves a claim (on the inbound goroutine, after every push that
+// arrived before it): the first takes the held pushes; a claim that finds
+// the hold gone or taken gets no answer (a late duplicate of one already
+// answered).
+func (h *handoff) answer(rest string, m *nats.Msg) {
+	uid, device, ok := parseHandoff(rest)
+	if !ok {
 		return
 	}
+	var to claim
+	if json.Unmarshal(m.Data, &to) != nil || to.Node == "" {
+		return
+	}
+	h.mu.Lock()
+	hd := h.holds[uid][device]
+	if hd == nil || hd.to != nil {
+		h.mu.Unlock()
+		return
+	}
+	msgs := hd.msgs
+	hd.msgs, hd.bytes = nil, 0
+	hd.to, hd.until = &to, time.Now().Add(lateWindow)
+	subs := hd.subs
+	hd.subs = nil
+	h.mu.Unlock()
+	unsubscribe(subs)
 	h.claimed.Add(1)
-	b, err := json.Marshal(hd.msgs)
+	b, err := json.Marshal(msgs)
 	if err == nil {
 		err = m.Respond(b)
 	}
 	if err != nil {
-		h.n.log.Warn("cluster: handoff answer", "uid", hd.uid, "held", len(hd.msgs), "err", err)
+		h.n.log.Warn("cluster: handoff answer", "uid", uid, "held", len(msgs), "err", err)
+	}
+}
+
+// parseHandoff reads user and device from "handoff.<user>.<device>".
+func parseHandoff(rest string) (uid, device string, ok bool) {
+	rest, ok = strings.CutPrefix(rest, "handoff.")
+	if !ok {
+		return "", "", false
+	}
+	ut, dt, ok := strings.Cut(rest, ".")
+	if !ok {
+		return "", "", false
+	}
+	uid, ok1 := ParseToken(ut)
+	device, ok2 := ParseToken(dt)
+	return uid, device, ok1 && ok2
+}
+
+// forward sends a push that reached the old node after the claim on to the
+// moved connection, with its stamp (h.mu held).
+func (h *handoff) forward(hd *hold, m *nats.Msg) {
+	out := nats.NewMsg(h.n.subj.Conn(hd.to.Node, hd.to.Conn))
+	out.Data = m.Data
+	for k, v := range m.Header {
+		out.Header[k] = v
+	}
+	out.Header.Set(HeaderOp, opLate)
+	_, nc := h.n.paths.Active()
+	if nc.PublishMsg(out) == nil {
+		h.forwarded.Add(1)
 	}
 }
 
@@ -198,25 +274,34 @@ func (h *handoff) take(hd *hold) bool {
 	if len(devs) == 0 {
 		delete(h.holds, hd.uid)
 	}
+	subs := hd.subs
+	hd.subs = nil
 	h.mu.Unlock()
-	unsubscribe(hd.subs)
+	unsubscribe(subs)
 	h.count(hd.uid, -1)
 	h.n.interest.maybeGone(false, hd.uid)
 	return true
 }
 
-// expire drops holds older than the handoff window.
+// expire ends claimed holds after their late window, and drops unclaimed
+// ones older than the hold window.
 func (h *handoff) expire(now time.Time) {
-	var old []*hold
+	var done, old []*hold
 	h.mu.Lock()
 	for _, devs := range h.holds {
 		for _, hd := range devs {
-			if now.Sub(hd.since) > h.n.cfg.HandoffHold {
+			switch {
+			case hd.to != nil && now.After(hd.until):
+				done = append(done, hd)
+			case hd.to == nil && now.Sub(hd.since) > h.n.cfg.HandoffHold:
 				old = append(old, hd)
 			}
 		}
 	}
 	h.mu.Unlock()
+	for _, hd := range done {
+		h.take(hd)
+	}
 	for _, hd := range old {
 		if h.take(hd) {
 			h.expired.Add(1)
@@ -269,13 +354,17 @@ func (h *handoff) stash(rest string, m *nats.Msg) bool {
 	if h.gating.Load() == 0 {
 		return false
 	}
-	tok, ok := strings.CutPrefix(rest, "user.")
-	if !ok || (m.Header != nil && m.Header.Get(HeaderOp) != "") {
-		return false
-	}
-	uid, ok := ParseToken(tok)
-	if !ok {
-		return false
+	var uid string
+	if _, u, late := h.lateTarget(rest, m); late {
+		uid = u
+	} else {
+		tok, ok := strings.CutPrefix(rest, "user.")
+		if !ok || (m.Header != nil && m.Header.Get(HeaderOp) != "") {
+			return false
+		}
+		if uid, ok = ParseToken(tok); !ok {
+			return false
+		}
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -285,6 +374,44 @@ func (h *handoff) stash(rest string, m *nats.Msg) bool {
 	}
 	g.stash = append(g.stash, m)
 	return true
+}
+
+// lateTarget reports whether m is a push the old node forwarded after its
+// claim (on rest, the subject after the prefix; "" for a stashed m), and
+// for which connection and user (uid "" when the connection is gone).
+func (h *handoff) lateTarget(rest string, m *nats.Msg) (id uint64, uid string, late bool) {
+	if m.Header == nil || m.Header.Get(HeaderOp) != opLate {
+		return 0, "", false
+	}
+	if rest == "" {
+		rest = strings.TrimPrefix(m.Subject, h.n.subjPrefix)
+	}
+	hex, ok := strings.CutPrefix(rest, h.n.nodeRest+"conn.")
+	if !ok {
+		return 0, "", false
+	}
+	if id, ok = gateway.ParseConnID(hex); !ok {
+		return 0, "", false
+	}
+	if x := h.n.srv.Registry().Conn(id); x != nil {
+		uid = x.UID()
+	}
+	return id, uid, true
+}
+
+// late delivers a forwarded push to its connection unless the node has
+// delivered it (or a later push of its publisher) to the user already.
+func (h *handoff) late(id uint64, uid string, m *nats.Msg) {
+	if uid == "" {
+		return
+	}
+	if origin, seq := stamp(m); origin != "" && !h.n.dedup.first(origin, h.n.subj.User(uid), seq, time.Now()) {
+		h.duplicates.Add(1)
+		return
+	}
+	if h.n.srv.PushConn(id, pushOf(m)) {
+		h.delivered.Add(1)
+	}
 }
 
 // request claims x's hold and delivers it.
@@ -297,8 +424,9 @@ func (h *handoff) request(x *gateway.Session, alone bool) {
 	// travels between servers asynchronously): ask again for a moment.
 	var reply *nats.Msg
 	var err error
+	body, _ := json.Marshal(claim{Node: h.n.cfg.NodeID, Conn: x.ID()})
 	for give := time.Now().Add(claimRetry); ; {
-		reply, err = nc.Request(h.subject(uid, x.Device()), nil, h.n.cfg.HandoffTimeout)
+		reply, err = nc.Request(h.subject(uid, x.Device()), body, h.n.cfg.HandoffTimeout)
 		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(give) {
 			break
 		}
@@ -341,6 +469,10 @@ func (h *handoff) request(x *gateway.Session, alone bool) {
 		return
 	}
 	for _, m := range g.stash {
+		if id, _, late := h.lateTarget("", m); late {
+			h.late(id, uid, m)
+			continue
+		}
 		if origin, seq := stamp(m); origin != "" && !h.n.dedup.first(origin, subject, seq, now) {
 			h.n.stats.duplicates.Add(1)
 			continue

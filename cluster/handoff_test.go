@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"imgate/proto"
 )
 
@@ -127,11 +129,34 @@ func TestDrainHandoff(t *testing.T) {
 	if got := moved.payload(); got != "p4" {
 		t.Fatalf("got %q, want p4 (a held push repeated?)", got)
 	}
+	// Inside its late window a still listens and forwards p4 to the moved
+	// connection; b has it already and drops the copy.
+	waitFor(t, "a forwards p4", func() bool { return a.handoff.forwarded.Load() == 1 })
+	waitFor(t, "b drops the forwarded copy", func() bool { return b.handoff.duplicates.Load() == 1 })
+	moved.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := moved.r.ReadByte(); err == nil {
+		t.Fatal("a frame after p4: the forwarded copy was delivered twice")
+	}
+	// A forwarded push b has not seen (it was published on a NATS server
+	// that did not know of b's subscription yet) is delivered.
+	sessions := b.srv.Registry().User("alice", nil)
+	if len(sessions) != 1 {
+		t.Fatalf("alice has %d sessions on b", len(sessions))
+	}
+	m := nats.NewMsg(b.subj.Conn("b", sessions[0].ID()))
+	m.Data = []byte("late")
+	m.Header.Set(HeaderOrigin, "elsewhere")
+	m.Header.Set(HeaderOseq, "1")
+	m.Header.Set(HeaderOp, opLate)
+	b.deliver(m, 0)
+	if got := moved.payload(); got != "late" {
+		t.Fatalf("got %q, want the forwarded push", got)
+	}
 	if got := a.handoff.claimed.Load(); got != 1 {
 		t.Errorf("claims answered by a: %d, want 1", got)
 	}
-	if got := b.handoff.delivered.Load(); got != 3 {
-		t.Errorf("held pushes delivered by b: %d, want 3", got)
+	if got := b.handoff.delivered.Load(); got != 4 {
+		t.Errorf("pushes b delivered by the hand-over: %d, want 4 (3 held, 1 forwarded late)", got)
 	}
 	waitFor(t, "a drops alice's subscription", func() bool { _, users := a.interest.counts(); return users == 0 })
 

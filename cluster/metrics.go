@@ -63,6 +63,7 @@ func (n *Node) collectors() []prometheus.Collector {
 		counter("handoff_unclaimed_total", "Claims by moved clients that found no hold (their old node held nothing or was gone).", u(h.unclaimed.Load)),
 		counter("handoff_expired_total", "Holds dropped unclaimed at the end of the hold window or at exit.", u(h.expired.Load)),
 		counter("handoff_dropped_total", "Held pushes dropped because a hold passed handoff_bytes (oldest first).", u(h.dropped.Load)),
-		counter("handoff_delivered_total", "Held pushes delivered by this node after a claim.", u(h.delivered.Load)),
+		counter("handoff_delivered_total", "Pushes this node delivered by the hand-over: held ones after a claim, and forwarded late ones it had not seen.", u(h.delivered.Load)),
+		counter("handoff_forwarded_total", "Pushes that reached this (draining) node after a claim, forwarded to the moved connection.", u(h.forwarded.Load)),
 	}
 }

@@ -259,6 +259,7 @@ func (n *Node) Info() map[string]any {
 		"handoff_expired":      n.handoff.expired.Load(),
 		"handoff_dropped":      n.handoff.dropped.Load(),
 		"handoff_delivered":    n.handoff.delivered.Load(),
+		"handoff_forwarded":    n.handoff.forwarded.Load(),
 	}
 }
 

@@ -76,6 +76,9 @@ func (s *e2eServer) quicClient(t *testing.T, addr string, tc *tls.Config) *e2eCl
 // TOO_EARLY and not performed, and the connection stays open. Once the
 // handshake completes the same UPLINK is served.
 func TestQUIC0RTTUplinkTooEarly(t *testing.T) {
+	if raceEnabled {
+		t.Skip("quic-go/quic-go#4303: quic-go races with itself on a 0-RTT stream; make test runs this without -race")
+	}
 	s := newE2EServer(t, nil)
 	proxy, err := quictest.NewProxy(s.urls[transport.KindQUIC])
 	if err != nil {
@@ -122,6 +125,9 @@ func TestQUIC0RTTUplinkTooEarly(t *testing.T) {
 // session only once the handshake completes: a replayed first flight, whose
 // handshake never completes, cannot log the real client out.
 func TestQUIC0RTTReplaceWaitsForHandshake(t *testing.T) {
+	if raceEnabled {
+		t.Skip("quic-go/quic-go#4303: quic-go races with itself on a 0-RTT stream; make test runs this without -race")
+	}
 	// A handshake that does not complete is given up after 2 s.
 	s := newE2EServer(t, func(c *Config) { c.Transport.HandshakeTimeout = time.Second })
 	proxy, err := quictest.NewProxy(s.urls[transport.KindQUIC])

@@ -2,7 +2,7 @@
 // room fan-out, group-chat rooms, unicast pushes and connection storms, each
 // next to a raw-writer floor and a real nats-server measured in the same run.
 //
-//	imgate-bench [all|idle|fanout|rooms|unicast|storm|baddata|udpscale|weaknet|cluster] [flags]
+//	imgate-bench [all|idle|fanout|rooms|unicast|storm|baddata|udpscale|weaknet|cluster|drain] [flags]
 //
 // cluster runs three gateway processes on a three-server NATS cluster on this
 // machine (cluster/harness): cross-node fan-out against one node, SVID
@@ -60,6 +60,8 @@ type options struct {
 	badN           int
 	badRate        float64
 	quicMembers    int // fanout over QUIC: members (0: skip)
+	drainClients   int           // drain: clients on the node that drains
+	drainPeriod    time.Duration // drain: its period
 	echoBin        string
 	clusterMembers int
 	clusterRate    float64
@@ -124,6 +126,8 @@ func main() {
 	fs.IntVar(&o.badN, "baddata-n", 200000, "baddata: garbage datagrams per listener")
 	fs.Float64Var(&o.badRate, "baddata-rate", 50000, "baddata: datagrams per second (all source addresses together)")
 	fs.IntVar(&o.quicMembers, "fanout-quic", 3000, "fanout: members of a second run over QUIC (0: TCP only)")
+	fs.IntVar(&o.drainClients, "drain-clients", 4000, "drain: clients (Go client library) on the node that drains")
+	fs.DurationVar(&o.drainPeriod, "drain-period", 10*time.Second, "drain: the drain period")
 	fs.Parse(args)
 	for _, t := range strings.Split(*badTargets, ",") {
 		if t = strings.TrimSpace(t); t != "" {
@@ -142,13 +146,14 @@ func main() {
 	scenarios := map[string]func() error{
 		"idle": b.idle, "fanout": b.fanout, "rooms": b.rooms, "unicast": b.unicast, "storm": b.storm, "baddata": b.baddata,
 		"cluster":  b.cluster,
+		"drain":    b.drain,
 		"udpscale": b.udpScale, // not in all: its own make target (bench-udp-scale)
 		"weaknet":  b.weaknet,  // not in all: root and network namespaces (bench-weaknet)
 	}
-	order := []string{"idle", "storm", "fanout", "rooms", "unicast", "baddata", "cluster"}
+	order := []string{"idle", "storm", "fanout", "rooms", "unicast", "baddata", "cluster", "drain"}
 	if cmd != "all" {
 		if _, ok := scenarios[cmd]; !ok {
-			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm, baddata, udpscale, weaknet, cluster)\n", cmd)
+			fmt.Fprintf(os.Stderr, "imgate-bench: unknown scenario %q (all, idle, fanout, rooms, unicast, storm, baddata, udpscale, weaknet, cluster, drain)\n", cmd)
 			os.Exit(2)
 		}
 		order = []string{cmd}
