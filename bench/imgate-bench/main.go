@@ -59,7 +59,7 @@ type options struct {
 	badTargets     []string // UDP listener URLs for baddata (quic://, kcp://)
 	badN           int
 	badRate        float64
-	quicMembers    int // fanout over QUIC: members (0: skip)
+	quicMembers    int           // fanout over QUIC: members (0: skip)
 	drainClients   int           // drain: clients on the node that drains
 	drainPeriod    time.Duration // drain: its period
 	echoBin        string
