@@ -112,6 +112,7 @@ func (b *bench) drain() error {
 	}
 
 	var lost, dup, reordered, stayed int
+	var firstBad string // the first loss or repeat, in detail
 	var moves, gaps []time.Duration
 	var latBefore, latDuring []time.Duration
 	byNode := map[string]int{}
@@ -137,12 +138,22 @@ func (b *bench) drain() error {
 				latDuring = append(latDuring, lat)
 			}
 		}
-		for _, k := range seen {
+		for round, k := range seen {
 			switch {
 			case k == 0:
 				lost++
 			case k > 1:
 				dup += k - 1
+			}
+			if k != 1 && firstBad == "" {
+				var at []string
+				for _, g := range m.got {
+					if g.round == round {
+						at = append(at, fmt.Sprintf("%+.0fms on %s", ms(g.at.Sub(drained)), g.node))
+					}
+				}
+				firstBad = fmt.Sprintf("%s round %d (published %+.0fms after DRAIN) received %d times at %v; the client left the drained node at %+.0fms",
+					m.uid, round, ms(time.Duration(round-before)*interval), k, at, ms(m.movedAt.Sub(drained)))
 			}
 		}
 		if !m.movedAt.IsZero() {
@@ -220,6 +231,9 @@ func (b *bench) drain() error {
 	if err := chart.WriteSVG(filepath.Join(b.o.out, "drain_reconnects.svg")); err != nil {
 		return err
 	}
+	if firstBad != "" {
+		b.progress.Done("drain: first loss or repeat: %s", firstBad)
+	}
 	switch {
 	case stayed > 0:
 		return fmt.Errorf("%d clients still on the drained node", stayed)
@@ -244,6 +258,7 @@ type drainClient struct {
 type drainPush struct {
 	round    int
 	sent, at time.Time
+	node     string // the client's node when it arrived (for the diagnosis of a repeat)
 }
 
 func dialDrainClients(c *harness.Cluster, gd *harness.Gateway, others []*harness.Gateway, n int, progress *report.Progress) ([]*drainClient, error) {
@@ -268,8 +283,12 @@ func dialDrainClients(c *harness.Cluster, gd *harness.Gateway, others []*harness
 			round, sent, _ := strings.Cut(string(p.Payload), " ")
 			rn, _ := strconv.Atoi(round)
 			ns, _ := strconv.ParseInt(sent, 10, 64)
+			var node string
+			if m.cl != nil {
+				node = m.cl.NodeID()
+			}
 			m.mu.Lock()
-			m.got = append(m.got, drainPush{rn, time.Unix(0, ns), now})
+			m.got = append(m.got, drainPush{rn, time.Unix(0, ns), now, node})
 			m.mu.Unlock()
 		}
 		cfg.OnState = func(st client.State, _ error) {
