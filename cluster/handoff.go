@@ -63,7 +63,7 @@ type handoff struct {
 	countMu   sync.Mutex
 	heldUsers map[string]int
 
-	held, claimed, unclaimed, expired, dropped, delivered, duplicates, forwarded atomic.Uint64
+	held, claimed, unclaimed, expired, dropped, delivered, duplicates, forwarded, shared atomic.Uint64
 }
 
 // hold is what the old node keeps for one drained device.
@@ -330,6 +330,9 @@ func (h *handoff) run(stop <-chan struct{}) {
 func (h *handoff) claim(x *gateway.Session) {
 	uid := x.UID()
 	alone := h.n.srv.UserConns(uid) <= 1
+	if !alone {
+		h.shared.Add(1)
+	}
 	if alone {
 		h.mu.Lock()
 		g := h.gates[uid]

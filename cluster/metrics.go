@@ -64,6 +64,7 @@ func (n *Node) collectors() []prometheus.Collector {
 		counter("handoff_expired_total", "Holds dropped unclaimed at the end of the hold window or at exit.", u(h.expired.Load)),
 		counter("handoff_dropped_total", "Held pushes dropped because a hold passed handoff_bytes (oldest first).", u(h.dropped.Load)),
 		counter("handoff_delivered_total", "Pushes this node delivered by the hand-over: held ones after a claim, and forwarded late ones it had not seen.", u(h.delivered.Load)),
+		counter("handoff_shared_total", "Claims for a user who already had another connection on this node (held pushes go to the moved connection alone, without the gate).", u(h.shared.Load)),
 		counter("handoff_forwarded_total", "Pushes that reached this (draining) node after a claim, forwarded to the moved connection.", u(h.forwarded.Load)),
 	}
 }

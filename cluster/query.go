@@ -260,6 +260,7 @@ func (n *Node) Info() map[string]any {
 		"handoff_dropped":      n.handoff.dropped.Load(),
 		"handoff_delivered":    n.handoff.delivered.Load(),
 		"handoff_forwarded":    n.handoff.forwarded.Load(),
+		"handoff_shared":       n.handoff.shared.Load(),
 	}
 }
 

@@ -167,13 +167,15 @@ func (b *bench) drain() error {
 			stayed++
 		}
 	}
-	handed, unclaimed := 0.0, 0.0
+	handed, unclaimed, shared := 0.0, 0.0, 0.0
 	for _, g := range others {
 		if info, err := g.Info(); err == nil {
 			h, _ := info["handoff_delivered"].(float64)
 			u, _ := info["handoff_unclaimed"].(float64)
+			s, _ := info["handoff_shared"].(float64)
 			handed += h
 			unclaimed += u
+			shared += s
 		}
 	}
 	exited := harness.Wait(10*time.Second, gd.Exited) == nil
@@ -209,8 +211,8 @@ func (b *bench) drain() error {
 	r.Set("drain_latency_p99_ms_during", q(latDuring, 0.99))
 	b.progress.Done("drain %v of %d clients: moved %d (%v), stayed %d; reconnects after DRAIN first %.0fms, median %.0fms, last %.0fms; time between nodes p50 %.1fms p99 %.1fms max %.1fms",
 		period, n, len(moves), byNode, stayed, q(moves, 0), q(moves, 0.5), q(moves, 1), q(gaps, 0.5), q(gaps, 0.99), q(gaps, 1))
-	b.progress.Done("drain: %d rounds to each client: lost %d, repeated %d, out of order %d; %0.f pushes handed over, %0.f claims found no hold; push latency p50/p99 before %.1f/%.1fms, during %.1f/%.1fms; drained node exited: %v",
-		rounds, lost, dup, reordered, handed, unclaimed, q(latBefore, 0.5), q(latBefore, 0.99), q(latDuring, 0.5), q(latDuring, 0.99), exited)
+	b.progress.Done("drain: %d rounds to each client: lost %d, repeated %d, out of order %d; %0.f pushes handed over, %0.f claims found no hold, %0.f found the user already connected; push latency p50/p99 before %.1f/%.1fms, during %.1f/%.1fms; drained node exited: %v",
+		rounds, lost, dup, reordered, handed, unclaimed, shared, q(latBefore, 0.5), q(latBefore, 0.99), q(latDuring, 0.5), q(latDuring, 0.99), exited)
 	b.row("drain", "clients moved", float64(len(moves)), 0, 0)
 	b.row("drain", "pushes lost", float64(lost), 0, 0)
 
