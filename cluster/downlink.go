@@ -43,9 +43,11 @@ func (n *Node) deliver(m *nats.Msg, path int) {
 	if n.handoff.stash(rest, m) {
 		return // a moved user's pushes wait for its handoff (handoff.go)
 	}
-	if id, uid, late := n.handoff.lateTarget(rest, m); late {
-		n.handoff.late(id, uid, m)
-		return
+	if strings.HasPrefix(rest, n.nodeRest) {
+		if id, uid, late := n.handoff.lateTarget(rest, m); late {
+			n.handoff.late(id, uid, m)
+			return
+		}
 	}
 	if origin != "" && !n.dedup.first(origin, m.Subject, seq, now) {
 		n.stats.duplicates.Add(1)
