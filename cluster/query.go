@@ -349,37 +349,31 @@ func pageArgs(args []string) (offset, limit int, err error) {
 }
 
 func (n *Node) adminRoomUsers(args []string) (any, error) {
-	offset, limit, err := pageArgs(args)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
-	defer cancel()
-	_, ms, err := n.Room(ctx, args[0], offset, limit)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]string, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, fmt.Sprintf("conn=%s uid=%s device=%s node=%s", m.Conn, m.UID, m.Device, m.Node))
-	}
-	return out, nil
+	return adminPage(args, n.Room, func(m RoomMember) string {
+		return fmt.Sprintf("conn=%s uid=%s device=%s node=%s", m.Conn, m.UID, m.Device, m.Node)
+	})
 }
 
 func (n *Node) adminRegionUsers(args []string) (any, error) {
+	return adminPage(args, n.Region, entryLine)
+}
+
+// adminPage answers a paged admin query (NAME [offset [limit]]) with one
+// line per item.
+func adminPage[T any](args []string, fetch func(ctx context.Context, name string, offset, limit int) (int, []T, error), line func(T) string) (any, error) {
 	offset, limit, err := pageArgs(args)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
 	defer cancel()
-	_, es, err := n.Region(ctx, args[0], offset, limit)
+	_, items, err := fetch(ctx, args[0], offset, limit)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]string, 0, len(es))
-	for _, e := range es {
-		out = append(out, entryLine(e))
+	out := make([]string, 0, len(items))
+	for _, it := range items {
+		out = append(out, line(it))
 	}
 	return out, nil
 }
