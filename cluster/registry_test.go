@@ -74,6 +74,24 @@ func TestRegistry(t *testing.T) {
 	if err != nil || len(lines) != 2 {
 		t.Fatalf("ONLINE alice = %q, %v", lines, err)
 	}
+	// The paged admin queries, with redis-protocol arguments.
+	for _, tc := range []struct {
+		args []any
+		want int
+	}{
+		{[]any{"ROOMUSERS", "lobby"}, 3},
+		{[]any{"ROOMUSERS", "lobby", "1", "1"}, 1},
+		{[]any{"REGIONUSERS", "r2"}, 2},
+		{[]any{"REGIONUSERS", "r1", "0", "5"}, 1},
+	} {
+		lines, err := a.admin(t).Do(ctx, tc.args...).StringSlice()
+		if err != nil || len(lines) != tc.want {
+			t.Errorf("%v = %q, %v; want %d lines", tc.args, lines, err, tc.want)
+		}
+	}
+	if err := a.admin(t).Do(ctx, "ROOMUSERS", "lobby", "x").Err(); err == nil {
+		t.Error("ROOMUSERS with a bad offset: no error")
+	}
 
 	desk.Close()
 	waitUser(t, a, "alice", "a/phone")
