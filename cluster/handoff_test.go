@@ -130,13 +130,16 @@ func TestDrainHandoff(t *testing.T) {
 		t.Fatalf("got %q, want p4 (a held push repeated?)", got)
 	}
 	// Inside its late window a still listens and forwards p4 to the moved
-	// connection; b has it already and drops the copy.
+	// connection too. Whichever copy reaches b first is delivered (the
+	// forwarded one through the hand-over, the direct one as usual); the
+	// other is dropped.
 	waitFor(t, "a forwards p4", func() bool { return a.handoff.forwarded.Load() == 1 })
-	waitFor(t, "b drops the forwarded copy", func() bool { return b.handoff.duplicates.Load() == 1 })
+	waitFor(t, "b drops one copy of p4", func() bool { return b.handoff.duplicates.Load()+b.stats.duplicates.Load() == 1 })
 	moved.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if _, err := moved.r.ReadByte(); err == nil {
-		t.Fatal("a frame after p4: the forwarded copy was delivered twice")
+		t.Fatal("a frame after p4: p4 was delivered twice")
 	}
+	lateP4 := b.handoff.delivered.Load() - 3 // 1 when the forwarded copy came first
 	// A forwarded push b has not seen (it was published on a NATS server
 	// that did not know of b's subscription yet) is delivered.
 	sessions := b.srv.Registry().User("alice", nil)
@@ -155,7 +158,7 @@ func TestDrainHandoff(t *testing.T) {
 	if got := a.handoff.claimed.Load(); got != 1 {
 		t.Errorf("claims answered by a: %d, want 1", got)
 	}
-	if got := b.handoff.delivered.Load(); got != 4 {
+	if got := b.handoff.delivered.Load() - lateP4; got != 4 {
 		t.Errorf("pushes b delivered by the hand-over: %d, want 4 (3 held, 1 forwarded late)", got)
 	}
 	waitFor(t, "a drops alice's subscription", func() bool { _, users := a.interest.counts(); return users == 0 })
