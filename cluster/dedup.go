@@ -79,6 +79,35 @@ func (d *dedup) first(origin, subject string, seq uint64, now time.Time) bool {
 	return true
 }
 
+// raise marks everything of origin on subject up to seq as delivered.
+func (d *dedup) raise(origin, subject string, seq uint64, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	o := d.origins[origin]
+	if o == nil {
+		o = &originMarks{subjects: make(map[string]uint64)}
+		d.origins[origin] = o
+	}
+	o.last = now
+	o.subjects[subject] = max(o.subjects[subject], seq)
+}
+
+// marks returns, per origin, the highest sequence taken on subject.
+func (d *dedup) marks(subject string) map[string]uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out map[string]uint64
+	for origin, o := range d.origins {
+		if seq, ok := o.subjects[subject]; ok {
+			if out == nil {
+				out = make(map[string]uint64)
+			}
+			out[origin] = seq
+		}
+	}
+	return out
+}
+
 // forget drops the marks of a subject the node no longer subscribes to.
 func (d *dedup) forget(subject string) {
 	d.mu.Lock()

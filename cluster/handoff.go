@@ -31,6 +31,11 @@ import (
 //     that reached both nodes (published after the new subscription and
 //     before the claim) is delivered once, and each publisher's pushes stay
 //     in order.
+//   - The answer also carries, per publisher, the last push the old node
+//     had taken when it closed the connection; after the held pushes the
+//     new node counts everything up to it as delivered: a NATS server can
+//     still hand the new subscription a message it had queued before the
+//     subscription arrived, one the old node had already delivered.
 //   - The claim reaches the old node through the same inbound queue as its
 //     user pushes, so the answer holds every push that arrived before it.
 //     For lateWindow after answering, the old node forwards the user pushes
@@ -71,6 +76,7 @@ type hold struct {
 	uid, device string
 	since       time.Time
 	msgs        []heldPush
+	marks       map[string]uint64 // origin -> last seq taken here at the close
 	bytes       int
 	subs        []*nats.Subscription // claim subscriptions, until claimed
 	to          *claim               // set once claimed: late pushes go there
@@ -89,6 +95,12 @@ const lateWindow = time.Second
 
 // opLate marks a forwarded push on a connection subject.
 const opLate = "late"
+
+// answerBody is a claim's answer.
+type answerBody struct {
+	Marks map[string]uint64 `json:"marks,omitempty"`
+	Msgs  []heldPush        `json:"msgs"`
+}
 
 // heldPush is one push in a claim's answer.
 type heldPush struct {
@@ -141,6 +153,9 @@ func (h *handoff) begin(x *gateway.Session, kick func()) {
 	}
 	old := devs[device]
 	devs[device] = hd
+	// Every push taken so far (marked by the deduplication) went to the
+	// connection, or is waiting for h.mu and will be held.
+	hd.marks = h.n.dedup.marks(h.n.subj.User(uid))
 	kick()
 	h.mu.Unlock()
 	if old != nil {
@@ -223,7 +238,7 @@ func (h *handoff) answer(rest string, m *nats.Msg) {
 	h.mu.Unlock()
 	unsubscribe(subs)
 	h.claimed.Add(1)
-	b, err := json.Marshal(msgs)
+	b, err := json.Marshal(answerBody{Marks: hd.marks, Msgs: msgs})
 	if err == nil {
 		err = m.Respond(b)
 	}
@@ -420,7 +435,7 @@ func (h *handoff) late(id uint64, uid string, m *nats.Msg) {
 // request claims x's hold and delivers it.
 func (h *handoff) request(x *gateway.Session, alone bool) {
 	uid := x.UID()
-	var held []heldPush
+	var ans answerBody
 	_, nc := h.n.paths.Active()
 	// "No responders" right after the close may only mean that the old
 	// node's subscription has not reached this NATS server yet (interest
@@ -437,7 +452,7 @@ func (h *handoff) request(x *gateway.Session, alone bool) {
 	}
 	switch {
 	case err == nil:
-		if err := json.Unmarshal(reply.Data, &held); err != nil {
+		if err := json.Unmarshal(reply.Data, &ans); err != nil {
 			h.n.log.Warn("cluster: handoff: bad answer", "uid", uid, "err", err)
 		}
 	case errors.Is(err, nats.ErrNoResponders):
@@ -447,6 +462,7 @@ func (h *handoff) request(x *gateway.Session, alone bool) {
 	default:
 		h.n.log.Warn("cluster: handoff claim", "uid", uid, "err", err)
 	}
+	held := ans.Msgs
 	subject := h.n.subj.User(uid)
 	now := time.Now()
 	if !alone {
@@ -466,6 +482,13 @@ func (h *handoff) request(x *gateway.Session, alone bool) {
 		}
 		h.n.srv.PushUser(uid, hp.push())
 		h.delivered.Add(1)
+	}
+	// Everything the old node had taken when it closed the connection was
+	// delivered there or is in held: it counts as delivered here, whichever
+	// way a copy of it still arrives (a NATS server can hand the new
+	// subscription a message it had queued before the subscription).
+	for origin, seq := range ans.Marks {
+		h.n.dedup.raise(origin, subject, seq, now)
 	}
 	g := h.gates[uid]
 	if g == nil {

@@ -201,3 +201,44 @@ func TestClusterMetrics(t *testing.T) {
 		}
 	}
 }
+
+// A NATS server can hand a new subscription a message it had queued before
+// the subscription arrived. If the old node had already delivered it, the
+// new node must not deliver it again: the claim's answer carries what the
+// old node gave the connection, and the new node counts it as delivered.
+func TestDrainHandoffStaleCopy(t *testing.T) {
+	e := startBus(t)
+	a := startNode(t, e, "a", nil)
+	b := startNode(t, e, "b", nil)
+	pusher := NewPusher(e.mustConn(t), "")
+	old := rawDial(t, a.tcp, token(t, "carol", "phone"), 0)
+	waitFor(t, "carol's subscription on a", func() bool { return a.interest.ready(interestKey{name: "carol"}) })
+	if err := pusher.User("carol", Message{Payload: []byte("q0")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := old.payload(); got != "q0" {
+		t.Fatalf("got %q, want q0", got)
+	}
+	a.srv.Drain(10 * time.Second)
+	if f := old.read(); f.Op != proto.OpClose {
+		t.Fatalf("got %v, want CLOSE", f.Op)
+	}
+	moved := rawDial(t, b.tcp, token(t, "carol", "phone"), proto.FlagMoved)
+	waitFor(t, "b's claim done", func() bool {
+		b.handoff.mu.Lock()
+		defer b.handoff.mu.Unlock()
+		return a.handoff.claimed.Load() == 1 && len(b.handoff.gates) == 0
+	})
+	// The stale copy of q0 (the pusher's first message) reaches b.
+	m := nats.NewMsg(b.subj.User("carol"))
+	m.Data = []byte("q0")
+	m.Header.Set(HeaderOrigin, pusher.Origin())
+	m.Header.Set(HeaderOseq, "1")
+	b.deliver(m, 0)
+	if err := pusher.User("carol", Message{Payload: []byte("q1")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := moved.payload(); got != "q1" {
+		t.Fatalf("got %q, want q1: q0, delivered by a before the close, came again from b", got)
+	}
+}
