@@ -51,7 +51,9 @@ import (
 // sync, not the gateway's. If the user still has another connection on
 // the new node, that node was already subscribed, so the held pushes are
 // delivered to the moved connection alone, without the gate; they may then
-// interleave with newer pushes on that connection.
+// interleave with newer pushes on that connection, and one that arrived
+// there directly between the AUTH and the claim comes twice
+// (imgate_cluster_handoff_shared_total counts these claims).
 type handoff struct {
 	n *Node
 
