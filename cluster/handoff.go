@@ -50,9 +50,10 @@ import (
 // pushes are not held: a room's missed messages are the message store's
 // sync, not the gateway's. If the user still has another connection on
 // the new node, that node was already subscribed, so the held pushes are
-// delivered to the moved connection alone, without the gate; they may then
-// interleave with newer pushes on that connection, and one that arrived
-// there directly between the AUTH and the claim comes twice
+// delivered to the moved connection alone, without the gate: those the new
+// node had already taken when the connection authenticated (it gave them to
+// the user's other connections only); the later ones it delivers to the
+// moved connection itself. They may interleave with newer pushes there
 // (imgate_cluster_handoff_shared_total counts these claims).
 type handoff struct {
 	n *Node
@@ -361,9 +362,13 @@ func (h *handoff) claim(x *gateway.Session) {
 		g.waiting++
 		h.mu.Unlock()
 	}
+	var seen map[string]uint64
+	if !alone {
+		seen = h.n.dedup.marks(h.n.subj.User(uid))
+	}
 	h.n.interest.userOnline(uid, func() {
 		h.n.listOnline(x)
-		go h.request(x, alone)
+		go h.request(x, alone, seen)
 	})
 }
 
@@ -434,8 +439,9 @@ func (h *handoff) late(id uint64, uid string, m *nats.Msg) {
 	}
 }
 
-// request claims x's hold and delivers it.
-func (h *handoff) request(x *gateway.Session, alone bool) {
+// request claims x's hold and delivers it. seen (for a user already
+// connected here) is what this node had taken when x authenticated.
+func (h *handoff) request(x *gateway.Session, alone bool, seen map[string]uint64) {
 	uid := x.UID()
 	var ans answerBody
 	_, nc := h.n.paths.Active()
@@ -469,6 +475,9 @@ func (h *handoff) request(x *gateway.Session, alone bool) {
 	now := time.Now()
 	if !alone {
 		for _, hp := range held {
+			if hp.Origin != "" && hp.Seq > seen[hp.Origin] {
+				continue // taken here after x authenticated: x has it from here
+			}
 			if h.n.srv.PushConn(x.ID(), hp.push()) {
 				h.delivered.Add(1)
 			}

@@ -242,3 +242,65 @@ func TestDrainHandoffStaleCopy(t *testing.T) {
 		t.Fatalf("got %q, want q1: q0, delivered by a before the close, came again from b", got)
 	}
 }
+
+// A user whose other device is already on the new node: the new node was
+// subscribed all along, so the moved device gets from the hold only what the
+// new node had delivered before it authenticated, and everything later from
+// the new node itself, each push once.
+func TestDrainHandoffUserAlreadyThere(t *testing.T) {
+	e := startBus(t)
+	a := startNode(t, e, "a", nil)
+	b := startNode(t, e, "b", nil)
+	pusher := NewPusher(e.mustConn(t), "")
+	push := func(s string) {
+		t.Helper()
+		if err := pusher.User("dave", Message{Payload: []byte(s)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	desk := rawDial(t, b.tcp, token(t, "dave", "desk"), 0)
+	old := rawDial(t, a.tcp, token(t, "dave", "phone"), 0)
+	waitFor(t, "dave's subscriptions", func() bool {
+		return a.interest.ready(interestKey{name: "dave"}) && b.interest.ready(interestKey{name: "dave"})
+	})
+	push("r0")
+	if got := old.payload(); got != "r0" {
+		t.Fatalf("phone got %q, want r0", got)
+	}
+	if got := desk.payload(); got != "r0" {
+		t.Fatalf("desk got %q, want r0", got)
+	}
+	a.srv.Drain(10 * time.Second)
+	if f := old.read(); f.Op != proto.OpClose {
+		t.Fatalf("got %v, want CLOSE", f.Op)
+	}
+	waitFor(t, "a's hold", func() bool { return a.handoff.hasHold("dave") })
+	push("r1") // held by a; delivered to desk by b
+	waitFor(t, "r1 held", func() bool {
+		a.handoff.mu.Lock()
+		defer a.handoff.mu.Unlock()
+		hd := a.handoff.holds["dave"]["phone"]
+		return hd != nil && len(hd.msgs) == 1
+	})
+	if got := desk.payload(); got != "r1" {
+		t.Fatalf("desk got %q, want r1", got)
+	}
+	phone := rawDial(t, b.tcp, token(t, "dave", "phone"), proto.FlagMoved)
+	if got := phone.payload(); got != "r1" {
+		t.Fatalf("moved phone got %q, want the held r1", got)
+	}
+	push("r2")
+	if got := phone.payload(); got != "r2" {
+		t.Fatalf("moved phone got %q, want r2", got)
+	}
+	if got := desk.payload(); got != "r2" {
+		t.Fatalf("desk got %q, want r2", got)
+	}
+	phone.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := phone.r.ReadByte(); err == nil {
+		t.Fatal("the moved phone got a push twice")
+	}
+	if got := b.handoff.shared.Load(); got != 1 {
+		t.Errorf("claims for a user already on b: %d, want 1", got)
+	}
+}
