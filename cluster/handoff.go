@@ -43,8 +43,8 @@ import (
 //     heard of the new subscription) to the moved connection, with their
 //     stamps, and the new node delivers those it has not seen.
 //
-// A claim that finds no hold (NATS answers "no responders" at once) opens
-// the gate at once. Holds are bounded in bytes and in time (Handoff*); what
+// A claim that finds no hold (NATS answers "no responders") is asked again
+// for claimRetry, then opens the gate. Holds are bounded in bytes and in time (Handoff*); what
 // they drop is counted. Pushes from publishers that do not stamp origin and
 // sequence can be delivered twice inside the overlap. Room and broadcast
 // pushes are not held: a room's missed messages are the message store's
