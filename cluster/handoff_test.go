@@ -74,6 +74,74 @@ func (rc *rawConn) payload() string {
 	return string(p.Payload)
 }
 
+// expect reads the next push and checks its payload.
+func (rc *rawConn) expect(want string) {
+	rc.t.Helper()
+	if got := rc.payload(); got != want {
+		rc.t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// expectClose reads the next frame, which must be CLOSE.
+func (rc *rawConn) expectClose() {
+	rc.t.Helper()
+	if f := rc.read(); f.Op != proto.OpClose {
+		rc.t.Fatalf("got %v, want CLOSE", f.Op)
+	}
+}
+
+// expectQuiet checks that nothing more arrives for a moment.
+func (rc *rawConn) expectQuiet(why string) {
+	rc.t.Helper()
+	rc.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := rc.r.ReadByte(); err == nil {
+		rc.t.Fatal(why)
+	}
+}
+
+// handoffRig is two nodes on one bus and a stamped publisher: a drains,
+// b takes its clients.
+type handoffRig struct {
+	t      *testing.T
+	a, b   *testNode
+	pusher *Pusher
+}
+
+func newHandoffRig(t *testing.T) *handoffRig {
+	e := startBus(t)
+	return &handoffRig{t: t, a: startNode(t, e, "a", nil), b: startNode(t, e, "b", nil), pusher: NewPusher(e.mustConn(t), "")}
+}
+
+func (r *handoffRig) push(uid, payload string) {
+	r.t.Helper()
+	if err := r.pusher.User(uid, Message{Payload: []byte(payload)}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// held is how many pushes a holds for uid's device.
+func (r *handoffRig) held(uid, device string) int {
+	r.a.handoff.mu.Lock()
+	defer r.a.handoff.mu.Unlock()
+	if hd := r.a.handoff.holds[uid][device]; hd != nil {
+		return len(hd.msgs)
+	}
+	return -1
+}
+
+// stamped is a bus message as a stamped publisher (or a forwarding node,
+// with op "late") sends it.
+func stamped(subject, data, origin string, seq uint64, op string) *nats.Msg {
+	m := nats.NewMsg(subject)
+	m.Data = []byte(data)
+	m.Header.Set(HeaderOrigin, origin)
+	m.Header.Set(HeaderOseq, fmt.Sprint(seq))
+	if op != "" {
+		m.Header.Set(HeaderOp, op)
+	}
+	return m
+}
+
 // ready reports whether k's subscription is confirmed.
 func (i *interest) ready(k interestKey) bool {
 	i.mu.Lock()
@@ -86,59 +154,36 @@ func (i *interest) ready(k interestKey) bool {
 // the pushes published while it was connected nowhere, before any newer
 // one, each once; without the flag they are gone.
 func TestDrainHandoff(t *testing.T) {
-	e := startBus(t)
-	a := startNode(t, e, "a", nil)
-	b := startNode(t, e, "b", nil)
-	pusher := NewPusher(e.mustConn(t), "")
-	push := func(s string) {
-		t.Helper()
-		if err := pusher.User("alice", Message{Payload: []byte(s)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r := newHandoffRig(t)
+	a, b := r.a, r.b
+	push := func(s string) { t.Helper(); r.push("alice", s) }
 	old := rawDial(t, a.tcp, token(t, "alice", "phone"), 0)
 	waitFor(t, "alice's subscription on a", func() bool { return a.interest.ready(interestKey{name: "alice"}) })
 	push("p0")
-	if got := old.payload(); got != "p0" {
-		t.Fatalf("got %q, want p0", got)
-	}
+	old.expect("p0")
 
 	a.srv.Drain(10 * time.Second) // one client: closed at once
-	if f := old.read(); f.Op != proto.OpClose {
-		t.Fatalf("got %v, want CLOSE", f.Op)
-	}
+	old.expectClose()
 	waitFor(t, "a's hold", func() bool { return a.handoff.hasHold("alice") })
 	// alice is connected nowhere now; a holds these.
 	for i := 1; i <= 3; i++ {
 		push(fmt.Sprintf("p%d", i))
 	}
-	waitFor(t, "3 held pushes", func() bool {
-		a.handoff.mu.Lock()
-		defer a.handoff.mu.Unlock()
-		hd := a.handoff.holds["alice"]["phone"]
-		return hd != nil && len(hd.msgs) == 3
-	})
+	waitFor(t, "3 held pushes", func() bool { return r.held("alice", "phone") == 3 })
 
 	moved := rawDial(t, b.tcp, token(t, "alice", "phone"), proto.FlagMoved)
 	for i := 1; i <= 3; i++ {
-		if got, want := moved.payload(), fmt.Sprintf("p%d", i); got != want {
-			t.Fatalf("got %q, want %s", got, want)
-		}
+		moved.expect(fmt.Sprintf("p%d", i))
 	}
 	push("p4")
-	if got := moved.payload(); got != "p4" {
-		t.Fatalf("got %q, want p4 (a held push repeated?)", got)
-	}
+	moved.expect("p4")
 	// Inside its late window a still listens and forwards p4 to the moved
 	// connection too. Whichever copy reaches b first is delivered (the
 	// forwarded one through the hand-over, the direct one as usual); the
 	// other is dropped.
 	waitFor(t, "a forwards p4", func() bool { return a.handoff.forwarded.Load() == 1 })
 	waitFor(t, "b drops one copy of p4", func() bool { return b.handoff.duplicates.Load()+b.stats.duplicates.Load() == 1 })
-	moved.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	if _, err := moved.r.ReadByte(); err == nil {
-		t.Fatal("a frame after p4: p4 was delivered twice")
-	}
+	moved.expectQuiet("a frame after p4: p4 was delivered twice")
 	lateP4 := b.handoff.delivered.Load() - 3 // 1 when the forwarded copy came first
 	// A forwarded push b has not seen (it was published on a NATS server
 	// that did not know of b's subscription yet) is delivered.
@@ -146,15 +191,8 @@ func TestDrainHandoff(t *testing.T) {
 	if len(sessions) != 1 {
 		t.Fatalf("alice has %d sessions on b", len(sessions))
 	}
-	m := nats.NewMsg(b.subj.Conn("b", sessions[0].ID()))
-	m.Data = []byte("late")
-	m.Header.Set(HeaderOrigin, "elsewhere")
-	m.Header.Set(HeaderOseq, "1")
-	m.Header.Set(HeaderOp, opLate)
-	b.deliver(m, 0)
-	if got := moved.payload(); got != "late" {
-		t.Fatalf("got %q, want the forwarded push", got)
-	}
+	b.deliver(stamped(b.subj.Conn("b", sessions[0].ID()), "late", "elsewhere", 1, opLate), 0)
+	moved.expect("late")
 	if got := a.handoff.claimed.Load(); got != 1 {
 		t.Errorf("claims answered by a: %d, want 1", got)
 	}
@@ -168,12 +206,8 @@ func TestDrainHandoff(t *testing.T) {
 	a.handoff.draining.Store(true)
 	other := rawDial(t, b.tcp, token(t, "bob", "phone"), 0)
 	waitFor(t, "bob's subscription on b", func() bool { return b.interest.ready(interestKey{name: "bob"}) })
-	if err := pusher.User("bob", Message{Payload: []byte("q1")}); err != nil {
-		t.Fatal(err)
-	}
-	if got := other.payload(); got != "q1" {
-		t.Fatalf("got %q, want q1", got)
-	}
+	r.push("bob", "q1")
+	other.expect("q1")
 	if got := b.handoff.unclaimed.Load() + b.handoff.claimed.Load(); got != 0 {
 		t.Errorf("b made %d claims for a client without FlagMoved", got)
 	}
@@ -207,22 +241,14 @@ func TestClusterMetrics(t *testing.T) {
 // new node must not deliver it again: the claim's answer carries what the
 // old node gave the connection, and the new node counts it as delivered.
 func TestDrainHandoffStaleCopy(t *testing.T) {
-	e := startBus(t)
-	a := startNode(t, e, "a", nil)
-	b := startNode(t, e, "b", nil)
-	pusher := NewPusher(e.mustConn(t), "")
+	r := newHandoffRig(t)
+	a, b := r.a, r.b
 	old := rawDial(t, a.tcp, token(t, "carol", "phone"), 0)
 	waitFor(t, "carol's subscription on a", func() bool { return a.interest.ready(interestKey{name: "carol"}) })
-	if err := pusher.User("carol", Message{Payload: []byte("q0")}); err != nil {
-		t.Fatal(err)
-	}
-	if got := old.payload(); got != "q0" {
-		t.Fatalf("got %q, want q0", got)
-	}
+	r.push("carol", "q0")
+	old.expect("q0")
 	a.srv.Drain(10 * time.Second)
-	if f := old.read(); f.Op != proto.OpClose {
-		t.Fatalf("got %v, want CLOSE", f.Op)
-	}
+	old.expectClose()
 	moved := rawDial(t, b.tcp, token(t, "carol", "phone"), proto.FlagMoved)
 	waitFor(t, "b's claim done", func() bool {
 		b.handoff.mu.Lock()
@@ -230,17 +256,9 @@ func TestDrainHandoffStaleCopy(t *testing.T) {
 		return a.handoff.claimed.Load() == 1 && len(b.handoff.gates) == 0
 	})
 	// The stale copy of q0 (the pusher's first message) reaches b.
-	m := nats.NewMsg(b.subj.User("carol"))
-	m.Data = []byte("q0")
-	m.Header.Set(HeaderOrigin, pusher.Origin())
-	m.Header.Set(HeaderOseq, "1")
-	b.deliver(m, 0)
-	if err := pusher.User("carol", Message{Payload: []byte("q1")}); err != nil {
-		t.Fatal(err)
-	}
-	if got := moved.payload(); got != "q1" {
-		t.Fatalf("got %q, want q1: q0, delivered by a before the close, came again from b", got)
-	}
+	b.deliver(stamped(b.subj.User("carol"), "q0", r.pusher.Origin(), 1, ""), 0)
+	r.push("carol", "q1")
+	moved.expect("q1") // not q0 again: a delivered it before the close
 }
 
 // A user whose other device is already on the new node: the new node was
@@ -248,58 +266,29 @@ func TestDrainHandoffStaleCopy(t *testing.T) {
 // new node had delivered before it authenticated, and everything later from
 // the new node itself, each push once.
 func TestDrainHandoffUserAlreadyThere(t *testing.T) {
-	e := startBus(t)
-	a := startNode(t, e, "a", nil)
-	b := startNode(t, e, "b", nil)
-	pusher := NewPusher(e.mustConn(t), "")
-	push := func(s string) {
-		t.Helper()
-		if err := pusher.User("dave", Message{Payload: []byte(s)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r := newHandoffRig(t)
+	a, b := r.a, r.b
+	push := func(s string) { t.Helper(); r.push("dave", s) }
 	desk := rawDial(t, b.tcp, token(t, "dave", "desk"), 0)
 	old := rawDial(t, a.tcp, token(t, "dave", "phone"), 0)
 	waitFor(t, "dave's subscriptions", func() bool {
 		return a.interest.ready(interestKey{name: "dave"}) && b.interest.ready(interestKey{name: "dave"})
 	})
 	push("r0")
-	if got := old.payload(); got != "r0" {
-		t.Fatalf("phone got %q, want r0", got)
-	}
-	if got := desk.payload(); got != "r0" {
-		t.Fatalf("desk got %q, want r0", got)
-	}
+	old.expect("r0")
+	desk.expect("r0")
 	a.srv.Drain(10 * time.Second)
-	if f := old.read(); f.Op != proto.OpClose {
-		t.Fatalf("got %v, want CLOSE", f.Op)
-	}
+	old.expectClose()
 	waitFor(t, "a's hold", func() bool { return a.handoff.hasHold("dave") })
 	push("r1") // held by a; delivered to desk by b
-	waitFor(t, "r1 held", func() bool {
-		a.handoff.mu.Lock()
-		defer a.handoff.mu.Unlock()
-		hd := a.handoff.holds["dave"]["phone"]
-		return hd != nil && len(hd.msgs) == 1
-	})
-	if got := desk.payload(); got != "r1" {
-		t.Fatalf("desk got %q, want r1", got)
-	}
+	waitFor(t, "r1 held", func() bool { return r.held("dave", "phone") == 1 })
+	desk.expect("r1")
 	phone := rawDial(t, b.tcp, token(t, "dave", "phone"), proto.FlagMoved)
-	if got := phone.payload(); got != "r1" {
-		t.Fatalf("moved phone got %q, want the held r1", got)
-	}
+	phone.expect("r1") // the held one
 	push("r2")
-	if got := phone.payload(); got != "r2" {
-		t.Fatalf("moved phone got %q, want r2", got)
-	}
-	if got := desk.payload(); got != "r2" {
-		t.Fatalf("desk got %q, want r2", got)
-	}
-	phone.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if _, err := phone.r.ReadByte(); err == nil {
-		t.Fatal("the moved phone got a push twice")
-	}
+	phone.expect("r2")
+	desk.expect("r2")
+	phone.expectQuiet("the moved phone got a push twice")
 	if got := b.handoff.shared.Load(); got != 1 {
 		t.Errorf("claims for a user already on b: %d, want 1", got)
 	}
